@@ -1,0 +1,30 @@
+"""The project's exception types: errors a user can cause, each with a message naming what and where.
+
+The CLI prints these in one line without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class LlavastError(Exception):
+    """Base of every user-caused error (bad YAML, bad data, unreachable services, missing checkpoints)."""
+
+
+class ConfigError(LlavastError):
+    """A job YAML or config value is invalid; the message names the file and the key path."""
+
+
+class DataError(LlavastError):
+    """An annotation, manifest or media file cannot be used; the message names the record."""
+
+
+class StorageError(LlavastError):
+    """A URI cannot be resolved or read/written (bad scheme, missing object, missing credentials)."""
+
+
+class TrackingError(LlavastError):
+    """MLflow is unreachable at start, or a registry lookup (models:/name@alias) cannot be resolved."""
+
+
+class TrainError(LlavastError):
+    """A training stage cannot start or finish (missing checkpoint, incompatible artifact, failed run)."""
