@@ -1,0 +1,205 @@
+"""The one place where a URI becomes a filesystem: `s3://bucket/key`, `file:///abs/path` and plain paths.
+
+Everything that touches object storage (annotation reading, manifest writing, media fetching inside Ray
+Data workers, Ray Data's own `read_parquet`) goes through here, so an S3-compatible endpoint override is
+configured once. Credentials are never passed in: boto3/s3fs and pyarrow resolve them from the standard
+AWS chain (environment, shared config/credentials files, instance or pod roles), so job YAMLs that get
+logged never hold secrets.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import fsspec
+import pyarrow.fs as pafs
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from llavast.errors import StorageError
+
+_SCHEMES = ("s3", "file", "")
+
+
+class StorageOptions(BaseModel):
+    """How to reach object storage; no secrets here (those come from the AWS credential chain).
+
+    `endpoint_url` points s3:// URIs at an S3-compatible service (MinIO, Ceph, a moto server in tests);
+    leave it empty for AWS itself.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_has_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlparse(value).scheme not in ("http", "https"):
+            raise ValueError(f"endpoint_url must start with http:// or https://, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class Location:
+    """A parsed URI: `scheme` is "s3" or "file"; `path` is what the filesystems expect.
+
+    For s3 the path is `bucket/key`; for local files an absolute POSIX path.
+    """
+
+    scheme: str
+    path: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.path}" if self.scheme == "s3" else f"file://{self.path}"
+
+
+def parse(uri: str) -> Location:
+    """Parse `s3://`, `file://` or a plain (relative or absolute) local path; anything else is an error."""
+    if not uri:
+        raise StorageError("empty URI: give s3://bucket/key, file:///abs/path or a local path")
+    if "://" not in uri:
+        return Location("file", str(Path(uri).expanduser().resolve()))
+    parsed = urlparse(uri)
+    if parsed.scheme not in _SCHEMES:
+        raise StorageError(f"unsupported URI scheme {parsed.scheme!r} in {uri!r}: use s3://, file:// or a path")
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StorageError(f"s3 URI {uri!r} has no bucket: write s3://bucket/key")
+        return Location("s3", posixpath.join(parsed.netloc, parsed.path.lstrip("/")).rstrip("/"))
+    if parsed.netloc not in ("", "localhost"):
+        raise StorageError(f"file URI {uri!r} names a host; write file:///absolute/path")
+    return Location("file", str(Path(parsed.path).resolve()))
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts onto a URI, keeping its scheme (plain paths become absolute local paths)."""
+    loc = parse(base)
+    return Location(loc.scheme, posixpath.join(loc.path, *parts)).uri if parts else loc.uri
+
+
+def resolve(base_dir: str, ref: str) -> str:
+    """Resolve `ref` (a URI or a path relative to the directory `base_dir`) to a normalised URI.
+
+    Mixture YAMLs name annotation files and data folders relative to themselves, so a dataset tree
+    can be copied between a laptop and a bucket unchanged. `..` may not climb above an S3 bucket.
+    """
+    if "://" in ref or ref.startswith("/"):
+        return parse(ref).uri
+    loc = parse(base_dir)
+    joined = posixpath.normpath(posixpath.join(loc.path, ref))
+    if loc.scheme == "s3":
+        bucket = loc.path.split("/", 1)[0]
+        if joined != bucket and not joined.startswith(bucket + "/"):
+            raise StorageError(f"{ref!r} relative to {base_dir!r} climbs above the bucket")
+    return Location(loc.scheme, joined).uri
+
+
+def dirname(uri: str) -> str:
+    loc = parse(uri)
+    return Location(loc.scheme, posixpath.dirname(loc.path)).uri
+
+
+def fsspec_filesystem(uri: str, options: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem (s3fs or local) for `uri` and the path inside it.
+
+    The listings cache is off: index jobs list folders that other tasks are writing.
+    """
+    loc = parse(uri)
+    if loc.scheme == "file":
+        return fsspec.filesystem("file"), loc.path
+    client_kwargs = {"region_name": options.region} if options.region else {}
+    fs = fsspec.filesystem(
+        "s3", endpoint_url=options.endpoint_url, client_kwargs=client_kwargs, use_listings_cache=False)
+    return fs, loc.path
+
+
+def arrow_filesystem(uri: str, options: StorageOptions) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem for `uri` (what Ray Data's read/write_parquet take) and the path inside it."""
+    loc = parse(uri)
+    if loc.scheme == "file":
+        return pafs.LocalFileSystem(), loc.path
+    kwargs: dict[str, object] = {}
+    if options.endpoint_url:
+        endpoint = urlparse(options.endpoint_url)
+        kwargs.update(endpoint_override=endpoint.netloc, scheme=endpoint.scheme)
+    if options.region:
+        kwargs["region"] = options.region
+    return pafs.S3FileSystem(**kwargs), loc.path
+
+
+def _wrap(uri: str, action: str, exc: Exception) -> StorageError:
+    if isinstance(exc, FileNotFoundError):
+        return StorageError(f"{uri} does not exist ({action}); check the path and the bucket")
+    return StorageError(f"cannot {action} {uri}: {type(exc).__name__}: {exc}")
+
+
+def read_bytes(uri: str, options: StorageOptions) -> bytes:
+    fs, path = fsspec_filesystem(uri, options)
+    try:
+        return fs.cat_file(path)
+    except Exception as exc:
+        raise _wrap(uri, "read", exc) from exc
+
+
+def read_text(uri: str, options: StorageOptions) -> str:
+    return read_bytes(uri, options).decode("utf-8")
+
+
+def write_bytes(uri: str, data: bytes, options: StorageOptions) -> None:
+    """Write a whole object (creating parent directories on local filesystems)."""
+    fs, path = fsspec_filesystem(uri, options)
+    try:
+        if parse(uri).scheme == "file":
+            fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        fs.pipe_file(path, data)
+    except Exception as exc:
+        raise _wrap(uri, "write", exc) from exc
+
+
+def write_text(uri: str, text: str, options: StorageOptions) -> None:
+    write_bytes(uri, text.encode("utf-8"), options)
+
+
+def exists(uri: str, options: StorageOptions) -> bool:
+    fs, path = fsspec_filesystem(uri, options)
+    try:
+        return fs.exists(path)
+    except Exception as exc:
+        raise _wrap(uri, "check", exc) from exc
+
+
+def list_files(uri: str, options: StorageOptions, suffix: str = "") -> list[str]:
+    """URIs of the files under the directory `uri` (recursive), sorted; [] when it does not exist."""
+    fs, path = fsspec_filesystem(uri, options)
+    loc = parse(uri)
+    try:
+        found = fs.find(path) if fs.exists(path) else []
+    except Exception as exc:
+        raise _wrap(uri, "list", exc) from exc
+    return sorted(Location(loc.scheme, p).uri for p in found if p.endswith(suffix))
+
+
+def list_names(uri: str, options: StorageOptions) -> set[str]:
+    """Base names of the entries directly inside the directory `uri`; empty when it does not exist."""
+    fs, path = fsspec_filesystem(uri, options)
+    try:
+        if not fs.exists(path):
+            return set()
+        return {posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)}
+    except Exception as exc:
+        raise _wrap(uri, "list", exc) from exc
+
+
+def remove(uri: str, options: StorageOptions) -> None:
+    """Remove a file or a directory tree; a missing one is not an error."""
+    fs, path = fsspec_filesystem(uri, options)
+    try:
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    except Exception as exc:
+        raise _wrap(uri, "remove", exc) from exc

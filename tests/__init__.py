@@ -1,0 +1,1 @@
+"""Test suite; a package so shared fixtures import as `tests.fixtures.*`."""
