@@ -1,0 +1,104 @@
+"""LAPE: Language-Aligned Positional Embedding, with Neighbouring Token Propagation (REFERENCE.md 1.2).
+
+Per axis a in {temporal, height, width} there is an input table E_in^a (embeds coordinate tokens and
+placeholders in the text stream) and an output table E_out^a (extra rows of the LM head). The same
+tables, averaged, are the positional embedding rho^a added to the visual features, so a position in a
+frame and the token that names it share one vector: that is what "language-aligned" means.
+
+NTP: every use of a table W goes through W + R W - stopgrad(R W), R[i, j] = 2^-|i-j|. The forward
+value is W; the gradient reaching row i becomes g_i + sum_j 2^-|i-j| g_j, so a coordinate seen in
+training also teaches its neighbours.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import LlavaSTConfig
+
+AXES = ("temporal", "height", "width")
+
+
+def ntp_matrix(m: int) -> Tensor:
+    """R[i, j] = 2^-|i - j| (m x m)."""
+    index = torch.arange(m)
+    return 2.0 ** -(index[:, None] - index[None, :]).abs().float()
+
+
+def ntp(weight: Tensor, reparam: Tensor) -> Tensor:
+    """W + R W - stopgrad(R W): value W, gradient (I + R^T) g."""
+    rw = reparam.to(weight.dtype) @ weight
+    return weight + rw - rw.detach()
+
+
+def resample(table: Tensor, size: int) -> Tensor:
+    """Linearly resample an (M, D) table to (size, D) rows (align_corners=False, as released)."""
+    if table.shape[0] == size:
+        return table
+    return F.interpolate(table.t()[None], size=size, mode="linear", align_corners=False)[0].t()
+
+
+class LAPETables:
+    """The NTP-reparameterised tables of one forward pass, computed once and shared by all their uses."""
+
+    def __init__(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]) -> None:
+        self.inputs, self.outputs = inputs, outputs
+
+    @property
+    def input_all(self) -> Tensor:
+        """(M_t + M_h + M_w, D): the input tables in coordinate-id order."""
+        return torch.cat([self.inputs[a] for a in AXES])
+
+    @property
+    def output_all(self) -> Tensor:
+        return torch.cat([self.outputs[a] for a in AXES])
+
+    def rho(self, axis: str) -> Tensor:
+        """rho^a = (E_in^a + E_out^a) / 2, paper eq. (5)."""
+        return (self.inputs[axis] + self.outputs[axis]) / 2
+
+
+class LAPE(nn.Module):
+    """Holds the six tables; `tables()` applies NTP, `inject()` adds rho to visual features."""
+
+    def __init__(self, config: LlavaSTConfig) -> None:
+        super().__init__()
+        sizes = {"temporal": config.m_t, "height": config.m_h, "width": config.m_w}
+        self.init_std = config.text_config.initializer_range
+        for axis, m in sizes.items():
+            self.register_parameter(f"{axis}_input", nn.Parameter(torch.empty(m, config.hidden_size)))
+            self.register_parameter(f"{axis}_output", nn.Parameter(torch.empty(m, config.hidden_size)))
+            self.register_buffer(f"{axis}_reparam", ntp_matrix(m), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for axis in AXES:
+            nn.init.normal_(getattr(self, f"{axis}_input"), std=self.init_std)
+            nn.init.normal_(getattr(self, f"{axis}_output"), std=self.init_std)
+            m = getattr(self, f"{axis}_input").shape[0]
+            setattr(self, f"{axis}_reparam", ntp_matrix(m).to(getattr(self, f"{axis}_input").device))
+
+    def tables(self) -> LAPETables:
+        inputs, outputs = {}, {}
+        for axis in AXES:
+            reparam = getattr(self, f"{axis}_reparam")
+            inputs[axis] = ntp(getattr(self, f"{axis}_input"), reparam)
+            outputs[axis] = ntp(getattr(self, f"{axis}_output"), reparam)
+        return LAPETables(inputs, outputs)
+
+    @staticmethod
+    def inject(features: Tensor, tables: LAPETables, grid: int, is_video: bool) -> Tensor:
+        """v_hat[t, y, x] = v[t, y, x] + rho^t[t] + rho^h[y] + rho^w[x].
+
+        features: (T, grid*grid, D) projected patch features of T frames (T = 1 for an image).
+        Each table is resampled onto the feature grid; for a video the temporal table is resampled to T
+        frames (the release cannot: it requires N == M_t); an image uses rho^t[0] for every patch.
+        """
+        t = features.shape[0]
+        rho_t = resample(tables.rho("temporal"), t) if is_video else tables.rho("temporal")[:1]
+        rho_h = resample(tables.rho("height"), grid)
+        rho_w = resample(tables.rho("width"), grid)
+        position = rho_t[:, None, None, :] + rho_h[None, :, None, :] + rho_w[None, None, :, :]  # (T, H, W, D)
+        return features + position.reshape(t, grid * grid, -1).to(features.dtype)

@@ -1,0 +1,81 @@
+"""Loading LLaVA-ST from pretrained weights on a path (nothing is downloaded).
+
+(a) A Hugging Face LLaVA-OneVision checkpoint directory (the llava-hf layout that
+    `LlavaOnevisionForConditionalGeneration.save_pretrained` writes) plus its tokenizer: the SigLIP tower,
+    projector and Qwen2 come from the checkpoint; LAPE and STP are new and freshly initialised.
+(b) A LLaVA-ST checkpoint saved by this project (`LlavaSTForCausalLM.save_pretrained`): `from_pretrained`.
+Released LLaVA-ST weights go through `convert.convert_release_state_dict` first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+from .config import LlavaSTConfig
+from .lape import LAPE
+from .modeling import LlavaSTForCausalLM
+from .stp import SpatialTemporalPacker
+from .vocab import add_coordinate_tokens
+
+
+def checkpoint_kind(path: str | Path) -> str:
+    """"llava_onevision" or "llava_st", from the directory's config.json."""
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path}: no config.json; expected a llava-hf LLaVA-OneVision or LLaVA-ST checkpoint")
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    if model_type not in ("llava_onevision", "llava_st"):
+        raise ValueError(f"{config_file}: model_type {model_type!r} is neither 'llava_onevision' nor 'llava_st'")
+    return model_type
+
+
+def from_llava_onevision(path: str | Path, dtype: torch.dtype = torch.float32,
+                         **overrides: Any) -> LlavaSTForCausalLM:
+    """Build LLaVA-ST on a llava-hf LLaVA-OneVision checkpoint; `overrides` set LlavaSTConfig fields (N, k1...).
+
+    The pretrained modules are adopted, not copied: the LLaVA-ST shell is built on the meta device, so a
+    7B checkpoint is held in memory once.
+    """
+    ov_config = LlavaOnevisionConfig.from_pretrained(path)
+    config = LlavaSTConfig(
+        vision_config=ov_config.vision_config.to_dict(), text_config=ov_config.text_config.to_dict(),
+        vision_feature_layer=ov_config.vision_feature_layer, image_token_id=ov_config.image_token_index,
+        video_token_id=ov_config.video_token_index, **overrides,
+    ).validate()
+    ov = LlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=dtype)
+    with torch.device("meta"):
+        model = LlavaSTForCausalLM(config)
+    model.vision_tower = ov.model.vision_tower
+    model.mm_projector[0] = ov.model.multi_modal_projector.linear_1
+    model.mm_projector[2] = ov.model.multi_modal_projector.linear_2
+    model.language_model.model = ov.model.language_model
+    model.language_model.lm_head = ov.lm_head
+    model.lape = LAPE(config).to(dtype)
+    model.stp = SpatialTemporalPacker(config).to(dtype)
+    model.config.dtype = dtype
+    meta = [name for name, p in model.named_parameters() if p.is_meta]
+    if meta:
+        raise RuntimeError(f"parameters left uninitialised after loading {path}: {meta[:5]}")
+    return model.eval()
+
+
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, **overrides: Any) -> LlavaSTForCausalLM:
+    """Path (a) or (b), chosen by the checkpoint's model_type."""
+    if checkpoint_kind(path) == "llava_onevision":
+        return from_llava_onevision(path, dtype=dtype, **overrides)
+    if overrides:
+        raise ValueError(f"{path} is a LLaVA-ST checkpoint: its shapes are fixed, overrides {sorted(overrides)} "
+                         "cannot apply")
+    return LlavaSTForCausalLM.from_pretrained(path, dtype=dtype).eval()
+
+
+def load_tokenizer(path: str | Path, config: LlavaSTConfig) -> Any:
+    """The checkpoint's tokenizer with the coordinate tokens and placeholders added at ids >= V."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    add_coordinate_tokens(tokenizer, config)
+    return tokenizer

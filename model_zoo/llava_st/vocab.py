@@ -1,0 +1,233 @@
+"""The coordinate vocabulary: LAPE tokens, placeholders, value quantisation and answer decoding.
+
+Layout of ids (REFERENCE.md 1.1): [0, V) text, then M_t `<TEMP-xxx>`, M_h `<HEIGHT-xxx>`, M_w `<WIDTH-xxx>`
+tokens (V = the LLM's embedding rows, so coordinate ids line up with the logit columns the model appends),
+then the six placeholders. A value v in [0, 1] sits at table position p = v (M - 1).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import LlavaSTConfig
+
+IMAGE_TOKEN = "<image>"
+VIDEO_TOKEN = "<video>"
+AXES = ("TEMP", "HEIGHT", "WIDTH")
+PLACEHOLDER_VARIABLES: dict[str, str] = {
+    "<TEMP-INPUT>": "temporal_input_locations",
+    "<TEMP-OUTPUT>": "temporal_output_locations",
+    "<HEIGHT-INPUT>": "spatial_height_input_locations",
+    "<HEIGHT-OUTPUT>": "spatial_height_output_locations",
+    "<WIDTH-INPUT>": "spatial_width_input_locations",
+    "<WIDTH-OUTPUT>": "spatial_width_output_locations",
+}
+PLACEHOLDERS = tuple(PLACEHOLDER_VARIABLES)
+_RESERVED = "<|reserved_{}|>"
+_TOKEN_RE = re.compile(r"<(TEMP|HEIGHT|WIDTH)-(\d{3})>")
+_PLACEHOLDER_RE = re.compile(r"<(TEMP|HEIGHT|WIDTH)-(INPUT|OUTPUT)>")
+
+
+def coordinate_token(axis: str, index: int) -> str:
+    return f"<{axis}-{index:03d}>"
+
+
+def axis_sizes(config: LlavaSTConfig) -> dict[str, int]:
+    return {"TEMP": config.m_t, "HEIGHT": config.m_h, "WIDTH": config.m_w}
+
+
+def coordinate_tokens(config: LlavaSTConfig) -> list[str]:
+    """All discrete coordinate tokens in id order: TEMP, then HEIGHT, then WIDTH."""
+    return [coordinate_token(axis, k) for axis, m in axis_sizes(config).items() for k in range(m)]
+
+
+def normalise(value: float) -> float:
+    """Round to 3 decimals and clip to [0, 1], as the release does before quantising."""
+    return min(1.0, max(0.0, round(float(value), 3)))
+
+
+def quantize(value: float, m: int) -> tuple[int, int, float]:
+    """value -> (floor, ceil, ratio) on a table of m rows: p = v (m - 1), r = p - floor."""
+    p = normalise(value) * (m - 1)
+    f = math.floor(p)
+    c = min(math.ceil(p), m - 1)
+    return f, c, p - f
+
+
+def soft_label(value: float, m: int) -> dict[int, float]:
+    """Target distribution over an axis' m tokens: (1 - r) on floor, r on ceil (sums to 1)."""
+    f, c, r = quantize(value, m)
+    if f == c:
+        return {f: 1.0}
+    return {f: 1.0 - r, c: r}
+
+
+def nearest_index(value: float, m: int) -> int:
+    return round(normalise(value) * (m - 1))
+
+
+def index_to_value(index: int, m: int) -> float:
+    """A generated token k of an axis decodes to k / (M - 1)."""
+    return index / (m - 1)
+
+
+def add_coordinate_tokens(tokenizer: Any, config: LlavaSTConfig) -> None:
+    """Add the coordinate tokens and placeholders so their ids start at V = config.text_vocab_size.
+
+    Real checkpoints pad the LLM's embedding past the tokenizer (Qwen2-7B: 152064 rows for ~151.6k
+    tokens); the gap is filled with reserved special tokens so that `<TEMP-000>` gets id V exactly and
+    token ids equal logit columns. Idempotent: a tokenizer that already has the tokens is checked only.
+    """
+    v = config.text_vocab_size
+    wanted = coordinate_tokens(config) + list(PLACEHOLDERS)
+    if wanted[0] not in tokenizer.get_vocab():
+        if len(tokenizer) > v:
+            raise ValueError(
+                f"tokenizer has {len(tokenizer)} tokens but the LLM embeds only {v}: coordinate ids must start "
+                "at the embedding size; resize the LLM's embeddings to the tokenizer first")
+        filler = [_RESERVED.format(i) for i in range(v - len(tokenizer))]
+        if filler:
+            tokenizer.add_tokens(filler, special_tokens=True)
+        tokenizer.add_tokens(wanted, special_tokens=True)
+    ids = tokenizer.convert_tokens_to_ids(wanted)
+    if ids != list(range(v, v + len(wanted))):
+        raise ValueError(f"coordinate tokens must occupy ids [{v}, {v + len(wanted)}), found from {ids[0]}")
+
+
+class CoordinateVocab:
+    """Id arithmetic and text <-> value conversion for one config's coordinate vocabulary."""
+
+    def __init__(self, config: LlavaSTConfig) -> None:
+        self.sizes = axis_sizes(config)
+        self.text_vocab_size = config.text_vocab_size
+        self.offsets: dict[str, int] = {}
+        start = config.text_vocab_size
+        for axis, m in self.sizes.items():
+            self.offsets[axis] = start
+            start += m
+        self.end = start  # first placeholder id
+        self.placeholder_ids = {name: self.end + i for i, name in enumerate(PLACEHOLDERS)}
+
+    # ---- ids ----
+    def token_id(self, axis: str, index: int) -> int:
+        return self.offsets[axis] + index
+
+    def is_placeholder(self, token_id: int) -> bool:
+        return self.end <= token_id < self.end + len(PLACEHOLDERS)
+
+    def placeholder_axis(self, token_id: int) -> tuple[str, bool]:
+        """(axis, is_output) of a placeholder id."""
+        name = PLACEHOLDERS[token_id - self.end]
+        axis, kind = _PLACEHOLDER_RE.fullmatch(name).groups()
+        return axis, kind == "OUTPUT"
+
+    # ---- text ----
+    def render(self, text: str, variables: dict[str, list[float]]) -> str:
+        """Replace each placeholder by the nearest discrete token of its value (the text a model answers)."""
+        cursor = {name: 0 for name in PLACEHOLDERS}
+
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(0)
+            values = variables.get(PLACEHOLDER_VARIABLES[name], [])
+            if cursor[name] >= len(values):
+                raise ValueError(f"{name} occurrence {cursor[name] + 1} has no value in {PLACEHOLDER_VARIABLES[name]}")
+            value = values[cursor[name]]
+            cursor[name] += 1
+            axis = match.group(1)
+            return coordinate_token(axis, nearest_index(value, self.sizes[axis]))
+
+        return _PLACEHOLDER_RE.sub(sub, text)
+
+    def templatize(self, text: str, kind: str = "OUTPUT") -> tuple[str, dict[str, list[float]]]:
+        """Inverse of `render`: discrete tokens -> placeholders of `kind` plus the `variables` values."""
+        variables: dict[str, list[float]] = {}
+
+        def sub(match: re.Match[str]) -> str:
+            axis, index = match.group(1), int(match.group(2))
+            name = f"<{axis}-{kind}>"
+            variables.setdefault(PLACEHOLDER_VARIABLES[name], []).append(index_to_value(index, self.sizes[axis]))
+            return name
+
+        return _TOKEN_RE.sub(sub, text), variables
+
+    def values(self, text: str) -> list[tuple[str, float]]:
+        """The (axis, value) of every well-formed coordinate token in `text`, in order."""
+        out = []
+        for axis, digits in _TOKEN_RE.findall(text):
+            index = int(digits)
+            if index < self.sizes[axis]:
+                out.append((axis, index_to_value(index, self.sizes[axis])))
+        return out
+
+    def decode_answer(self, text: str) -> Answer:
+        return decode_answer(text, self)
+
+
+@dataclass
+class Answer:
+    """A decoded localisation answer. `status` is "ok" when any structure was recognised, else "unparsed"."""
+
+    status: str = "unparsed"
+    span: tuple[float, float] | None = None  # TVG / STVG: normalised (start, end)
+    end: float | None = None  # ELC: "Ends in e"
+    box: list[float] | None = None  # REC: x1, y1, x2, y2 normalised
+    tube: dict[float, list[float]] = field(default_factory=dict)  # STVG/ELC/SVG: time -> box
+    text: str = ""
+
+
+_SPAN_RE = re.compile(r"\{\s*(<TEMP-\d{3}>)\s*,?\s*(<TEMP-\d{3}>)\s*\}")
+_BOX = r"\[\s*(<WIDTH-\d{3}>)\s*,?\s*(<HEIGHT-\d{3}>)\s*,?\s*(<WIDTH-\d{3}>)\s*,?\s*(<HEIGHT-\d{3}>)\s*\]"
+_BOX_RE = re.compile(_BOX)
+_TUBE_RE = re.compile(r"(<TEMP-\d{3}>)\s*:\s*" + _BOX)
+_END_RE = re.compile(r"Ends in\s*(<TEMP-\d{3}>)")
+
+
+def decode_answer(text: str, vocab: CoordinateVocab) -> Answer:
+    """Parse the answer shapes of REFERENCE.md 1.1 from generated text; never raises.
+
+    Malformed or out-of-range tokens make the structure they belong to absent; with nothing recognised
+    the answer is "unparsed" (callers count it as a miss).
+    """
+    answer = Answer(text=text)
+    try:
+        def value(token: str) -> float:
+            axis, digits = _TOKEN_RE.fullmatch(token).groups()
+            index = int(digits)
+            if index >= vocab.sizes[axis]:
+                raise ValueError(token)
+            return index_to_value(index, vocab.sizes[axis])
+
+        def box(tokens: tuple[str, ...]) -> list[float] | None:
+            try:
+                return [value(t) for t in tokens]
+            except ValueError:
+                return None
+
+        if m := _SPAN_RE.search(text):
+            try:
+                answer.span = (value(m.group(1)), value(m.group(2)))
+            except ValueError:
+                pass
+        if m := _END_RE.search(text):
+            try:
+                answer.end = value(m.group(1))
+            except ValueError:
+                pass
+        for m in _TUBE_RE.finditer(text):
+            b = box(m.groups()[1:])
+            try:
+                t = value(m.group(1))
+            except ValueError:
+                continue
+            if b is not None:
+                answer.tube[t] = b
+        if not answer.tube and (m := _BOX_RE.search(text)):
+            answer.box = box(m.groups())
+        if answer.span or answer.end is not None or answer.tube or answer.box:
+            answer.status = "ok"
+    except Exception:  # noqa: BLE001 - decoding model output must never take an evaluation down
+        return Answer(text=text)
+    return answer
