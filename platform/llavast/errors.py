@@ -28,3 +28,7 @@ class TrackingError(LlavastError):
 
 class TrainError(LlavastError):
     """A training stage cannot start or finish (missing checkpoint, incompatible artifact, failed run)."""
+
+
+class ServiceError(LlavastError):
+    """A local service (the embedded MLflow server) did not start: port taken, missing executable, crash."""

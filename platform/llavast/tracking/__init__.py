@@ -1,0 +1,16 @@
+"""MLflow tracking and registry: the only package that imports mlflow."""
+
+from llavast.tracking.client import MetricsLogger, Tracker, check_reachable, flatten_params
+from llavast.tracking.registry import (
+    ResolvedInit,
+    download_artifact,
+    is_registry_uri,
+    register_stage_artifact,
+    resolve_init_from,
+)
+from llavast.tracking.retry import Backoff
+
+__all__ = [
+    "Backoff", "MetricsLogger", "ResolvedInit", "Tracker", "check_reachable", "download_artifact",
+    "flatten_params", "is_registry_uri", "register_stage_artifact", "resolve_init_from",
+]

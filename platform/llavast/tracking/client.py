@@ -1,0 +1,193 @@
+"""MLflow access: the driver's `Tracker` (fails loudly) and rank 0's `MetricsLogger` (never fails a run).
+
+Two failure policies on purpose: a stage must not start when its tracking server is unreachable (the
+user would lose the run's record), but once training runs, a flaky server must cost at most some
+metric points, never GPU hours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+
+from llavast.errors import TrackingError
+from llavast.tracking.retry import Backoff, retry
+
+log = logging.getLogger(__name__)
+
+RUN_KEY_TAG = "llavast.run_key"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+
+
+def check_reachable(uri: str, timeout_s: float) -> None:
+    """Raise TrackingError unless an HTTP tracking server answers; local stores need no server."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered: a proxy without /health is still a server
+    except (urllib.error.URLError, OSError) as err:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({err}); start it (e.g. `llavast services "
+            f"mlflow`) or fix `tracking.uri` in the job YAML") from err
+
+
+def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"train.lr": "0.0002", ...}; lists as JSON; values cut to MLflow's limit."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_params(value, f"{name}."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+            flat[name] = text[:MAX_PARAM_VAL_LENGTH]
+    return flat
+
+
+class Tracker:
+    """Driver-side MLflow: experiments, one resumable run per stage, params, tags, run status.
+
+    Construction checks the server; later calls retry with backoff and raise TrackingError when the
+    server stays down.
+    """
+
+    def __init__(self, uri: str, *, timeout_s: float = 10.0, backoff: Backoff | None = None) -> None:
+        check_reachable(uri, timeout_s)
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        self._backoff = backoff or Backoff(attempts=4, base_s=1.0)
+
+    def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one client call with retries; a final failure becomes a TrackingError naming it."""
+        try:
+            return retry(lambda: fn(*args, **kwargs), self._backoff, what)
+        except TrackingError:
+            raise
+        except Exception as err:
+            raise TrackingError(f"MLflow {what} failed at {self.uri}: {err}") from err
+
+    def experiment_id(self, name: str) -> str:
+        exp = self.call("get_experiment_by_name", self.client.get_experiment_by_name, name)
+        if exp is not None:
+            return str(exp.experiment_id)
+        return str(self.call("create_experiment", self.client.create_experiment, name))
+
+    def ensure_run(self, experiment: str, run_key: str, run_name: str, *,
+                   parent_run_id: str | None = None, tags: Mapping[str, str] | None = None) -> str:
+        """The id of the run tagged `run_key` (set RUNNING again), or of a new one.
+
+        A retried or resumed stage has the same run key, so it continues the same MLflow run.
+        """
+        exp_id = self.experiment_id(experiment)
+        found = self.call("search_runs", self.client.search_runs, [exp_id],
+                          filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'", max_results=1)
+        if found:
+            run_id = str(found[0].info.run_id)
+            self.call("update_run", self.client.update_run, run_id, status="RUNNING")
+            log.info("continuing MLflow run %s (%s)", run_id, run_key)
+            return run_id
+        all_tags = {RUN_KEY_TAG: run_key, **(tags or {})}
+        if parent_run_id:
+            all_tags[PARENT_RUN_TAG] = parent_run_id
+        run = self.call("create_run", self.client.create_run, exp_id, run_name=run_name, tags=all_tags)
+        log.info("created MLflow run %s (%s)", run.info.run_id, run_key)
+        return str(run.info.run_id)
+
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        items = [Param(k, v) for k, v in sorted(params.items())]
+        for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+            self.call("log_batch(params)", self.client.log_batch, run_id,
+                      params=items[i:i + MAX_PARAMS_TAGS_PER_BATCH])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.call("set_tag", self.client.set_tag, run_id, key, value)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.call("log_batch(metrics)", self.client.log_batch, run_id, metrics=batch)
+
+    def end_run(self, run_id: str, status: str = RunStatus.to_string(RunStatus.FINISHED)) -> None:
+        self.call("set_terminated", self.client.set_terminated, run_id, status)
+
+
+class MetricsLogger:
+    """Rank 0's metrics, shipped to one run by a background thread.
+
+    `log` never blocks and never raises: points queue up, a batch is retried with backoff while the
+    server is down, and a batch that still fails is dropped and counted (`dropped_points`), with a
+    warning. `close` flushes what is left within a deadline.
+    """
+
+    def __init__(self, uri: str, run_id: str, *, backoff: Backoff | None = None,
+                 max_queue: int = 100_000) -> None:
+        self.run_id = run_id
+        self.dropped_points = 0
+        self._client = MlflowClient(tracking_uri=uri)
+        self._backoff = backoff or Backoff(attempts=8, base_s=1.0, max_s=30.0)
+        self._queue: queue.Queue[Metric | None] = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._drain, name="mlflow-metrics", daemon=True)
+        self._thread.start()
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        for key, value in metrics.items():
+            try:
+                self._queue.put_nowait(Metric(key, float(value), now, step))
+            except queue.Full:
+                self.dropped_points += 1
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Flush queued points (waiting at most `timeout_s`) and stop the thread."""
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            log.warning("metrics queue still full at close; %d points lost", self._queue.qsize())
+        self._thread.join(timeout=timeout_s)
+        if self._thread.is_alive():
+            log.warning("MLflow did not accept the last metrics within %.0fs", timeout_s)
+        if self.dropped_points:
+            log.warning("%d metric points could not be logged to MLflow run %s", self.dropped_points,
+                        self.run_id)
+
+    def _drain(self) -> None:
+        stop = False
+        while not stop:
+            batch: list[Metric] = []
+            item = self._queue.get()
+            while True:
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+                if len(batch) == MAX_METRICS_PER_BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._send(batch)
+
+    def _send(self, batch: list[Metric]) -> None:
+        try:
+            retry(lambda: self._client.log_batch(self.run_id, metrics=batch), self._backoff,
+                  f"logging {len(batch)} metric points")
+        except Exception as err:  # noqa: BLE001 - mid-run tracking failures never stop training
+            self.dropped_points += len(batch)
+            log.warning("dropped %d metric points after retries: %s", len(batch), err)

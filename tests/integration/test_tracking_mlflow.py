@@ -1,0 +1,111 @@
+"""Tracking against a real `mlflow server` process: resumable runs, registry, init_from, outages."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from llavast.errors import TrackingError
+from llavast.services import MlflowServer, free_port
+from llavast.tracking import (
+    Backoff,
+    MetricsLogger,
+    Tracker,
+    download_artifact,
+    flatten_params,
+    register_stage_artifact,
+    resolve_init_from,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_unreachable_server_at_start_is_a_tracking_error() -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match="unreachable.*tracking.uri"):
+        Tracker(uri, timeout_s=2)
+    assert time.monotonic() - start < 10
+
+
+def test_run_key_continues_the_same_run_nested_under_parent(mlflow_server: MlflowServer) -> None:
+    tracker = Tracker(mlflow_server.uri)
+    exp = _name("exp")
+    parent = tracker.ensure_run(exp, run_key=_name("pipeline"), run_name="pipeline")
+    key = _name("stage1")
+    first = tracker.ensure_run(exp, run_key=key, run_name="stage1", parent_run_id=parent)
+    tracker.log_params(first, flatten_params({"train": {"lr": 1e-3, "stage": 1}, "name": "demo"}))
+    tracker.end_run(first, "FAILED")
+
+    again = tracker.ensure_run(exp, run_key=key, run_name="stage1", parent_run_id=parent)
+    assert again == first
+    tracker.log_params(again, flatten_params({"train": {"lr": 1e-3, "stage": 1}, "name": "demo"}))  # idempotent
+    run = tracker.client.get_run(again)
+    assert run.info.status == "RUNNING"
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.params == {"train.lr": "0.001", "train.stage": "1", "name": "demo"}
+    assert tracker.ensure_run(exp, run_key=_name("other"), run_name="stage1") != first
+
+
+def test_register_alias_lineage_and_init_from_resolution(mlflow_server: MlflowServer) -> None:
+    tracker = Tracker(mlflow_server.uri)
+    model = _name("llavast")
+    run1 = tracker.ensure_run(_name("exp"), run_key=_name("k"), run_name="stage1")
+    v1 = register_stage_artifact(tracker, model, "s3://bucket/runs/stage1/artifact", alias="stage1", run_id=run1,
+                                 tags={"llavast.stage": "1", "llavast.fingerprint": "abc"})
+    v2 = register_stage_artifact(tracker, model, "s3://bucket/runs/stage1b/artifact", alias="stage1",
+                                 run_id=run1, tags={"llavast.stage": "1", "llavast.parent": "none"})
+    assert (v1, v2) == ("1", "2")
+
+    by_alias = resolve_init_from(f"models:/{model}@stage1", tracker)
+    assert (by_alias.uri, by_alias.version, by_alias.model_name) == ("s3://bucket/runs/stage1b/artifact", "2", model)
+    assert resolve_init_from(f"models:/{model}/1", tracker).uri == "s3://bucket/runs/stage1/artifact"
+    assert resolve_init_from("s3://somewhere/else", None).uri == "s3://somewhere/else"
+    assert tracker.client.get_model_version(model, "1").tags["llavast.fingerprint"] == "abc"
+    with pytest.raises(TrackingError, match="cannot be resolved"):
+        resolve_init_from(f"models:/{model}@stage9", tracker)
+    with pytest.raises(TrackingError, match="not a registry URI"):
+        resolve_init_from(f"models:/{model}@a@b", tracker)
+
+
+def test_local_artifact_is_registered_through_run_artifacts(mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    tracker = Tracker(mlflow_server.uri)
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    (artifact / "manifest.json").write_text('{"stage": 1}')
+    run = tracker.ensure_run(_name("exp"), run_key=_name("k"), run_name="stage1")
+    model = _name("llavast")
+    register_stage_artifact(tracker, model, str(artifact), alias="stage1", run_id=run, tags={})
+    resolved = resolve_init_from(f"models:/{model}@stage1", tracker)
+    assert resolved.needs_mlflow_download
+    local = download_artifact(resolved, tracker, tmp_path / "fetched")
+    assert (local / "manifest.json").read_text() == '{"stage": 1}'
+
+
+def test_metrics_logger_survives_an_outage_without_blocking(tmp_path: Path) -> None:
+    server = MlflowServer(state_dir=tmp_path / "mlflow").start()
+    try:
+        tracker = Tracker(server.uri)
+        run = tracker.ensure_run("outage", run_key="k", run_name="stage")
+        logger = MetricsLogger(server.uri, run, backoff=Backoff(attempts=30, base_s=0.5, max_s=2.0))
+        logger.log({"loss": 3.0}, step=0)
+        time.sleep(1.0)
+        server.stop()
+        start = time.monotonic()
+        for step in range(1, 4):
+            logger.log({"loss": 3.0 - step}, step=step)  # server down: must return at once
+        assert time.monotonic() - start < 0.5
+        time.sleep(1.0)
+        server.start()  # same port, same sqlite store: a transient outage
+        logger.close(timeout_s=120)
+        assert logger.dropped_points == 0
+        history = tracker.client.get_metric_history(run, "loss")
+        assert sorted((m.step, m.value) for m in history) == [(0, 3.0), (1, 2.0), (2, 1.0), (3, 0.0)]
+    finally:
+        server.stop()
