@@ -1,0 +1,312 @@
+"""Synthetic ST-Align: real mp4 videos and images with known trajectories, annotated in the released formats.
+
+Layout written under `out` (any storage URI):
+    videos/vid_00000.mp4 ...         H.264, `width` x `height`, 16-48 frames
+    images/img_00000.png|jpg ...
+    annotations/<source>.json|jsonl  training format (REFERENCE.md 3.1), one file per source (task)
+    mixtures/stage{1,2,3}.yaml       stage mixtures (3.2) with paths relative to themselves
+    benchmark/{stvg,elc,svg}.json    benchmark format (3.3) on held-out videos
+Every time span, box and tube is computed from the drawn trajectories. Same seed, same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import yaml
+
+from llavast import storage
+from llavast.data.records import Task
+from llavast.data.synth_media import (
+    COLOURS,
+    SHAPES,
+    MovingObject,
+    encode_image,
+    encode_mp4,
+    random_object,
+    render_frame,
+)
+from llavast.storage import StorageOptions
+
+log = logging.getLogger(__name__)
+
+SOURCES: dict[str, Task] = {
+    "video_caption": Task.CAPTION, "tvg": Task.TVG, "dvc": Task.DVC, "tr": Task.TR, "stvg": Task.STVG,
+    "elc": Task.ELC, "svg": Task.SVG, "qa": Task.QA, "classification": Task.CLASSIFICATION,
+    "conversation": Task.CONVERSATION, "image_caption": Task.CAPTION, "rec": Task.REC, "rc": Task.RC,
+    "dgc": Task.DGC,
+}
+JSONL_SOURCES = {"video_caption", "tvg", "stvg", "rec", "qa", "dgc"}
+STAGES: dict[int, dict[str, str]] = {  # source -> sampling strategy
+    1: {"video_caption": "all"},
+    2: {"tvg": "all", "dvc": "all", "tr": "first:90%", "rec": "all", "dgc": "random:80%", "rc": "all"},
+    3: {"video_caption": "random:50%", "tvg": "all", "dvc": "all", "tr": "all", "stvg": "all", "elc": "all",
+        "svg": "all", "qa": "end:30", "classification": "all", "conversation": "all", "image_caption": "all",
+        "rec": "all", "rc": "all", "dgc": "all"},
+}
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """Size of the synthetic dataset; the defaults give ~500 samples in a few seconds."""
+
+    videos: int = 40
+    images: int = 20
+    benchmark_videos: int = 6
+    width: int = 96
+    height: int = 64
+    min_frames: int = 16
+    max_frames: int = 48
+    fps: int = 8
+    seed: int = 0
+
+
+@dataclass
+class SynthResult:
+    root: str
+    samples: dict[str, int]
+    mixtures: dict[int, str]
+    benchmark: dict[str, str]
+    media_bytes: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.samples.values())
+
+
+class _Coords:
+    """Writes coordinate placeholders into text and records their values in order of appearance."""
+
+    def __init__(self) -> None:
+        self.variables: dict[str, list[float]] = defaultdict(list)
+
+    def _put(self, axis: str, kind: str, value: float) -> str:
+        key = {"TEMP": "temporal", "HEIGHT": "spatial_height", "WIDTH": "spatial_width"}[axis]
+        self.variables[f"{key}_{kind.lower()}_locations"].append(round(min(1.0, max(0.0, value)), 4))
+        return f"<{axis}-{kind}>"
+
+    def t(self, value: float, kind: str) -> str:
+        return self._put("TEMP", kind, value)
+
+    def span(self, start: float, end: float, kind: str) -> str:
+        return "{" + self.t(start, kind) + "," + self.t(end, kind) + "}"
+
+    def box(self, box: tuple[float, float, float, float], kind: str) -> str:
+        x1, y1, x2, y2 = box
+        return (f"[{self._put('WIDTH', kind, x1)},{self._put('HEIGHT', kind, y1)},"
+                f"{self._put('WIDTH', kind, x2)},{self._put('HEIGHT', kind, y2)}]")
+
+
+@dataclass
+class _Video:
+    path: str
+    frames: int
+    width: int
+    height: int
+    objects: list[MovingObject]
+    window: tuple[int, int]
+
+    def time(self, frame: float) -> float:
+        s, e = self.window
+        return (frame - s) / (e - s)
+
+    def norm_box(self, obj: MovingObject, frame: int) -> tuple[float, float, float, float]:
+        x1, y1, x2, y2 = obj.box(frame, self.width, self.height)
+        return x1 / self.width, y1 / self.height, x2 / self.width, y2 / self.height
+
+    def keyframes(self, obj: MovingObject, k: int = 4) -> list[int]:
+        return sorted({int(round(f)) for f in np.linspace(obj.first, obj.last, min(k, obj.last - obj.first + 1))})
+
+
+@dataclass
+class _Builder:
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, source: str, media: tuple[str, str], turns: list[str], coords: _Coords,
+            window: tuple[int, int] | None = None) -> None:
+        kind, path = media
+        marker = "<video>" if kind == "video" else "<image>"
+        conversations = []
+        for i, text in enumerate(turns):
+            role = "human" if i % 2 == 0 else "gpt"
+            conversations.append({"from": role, "value": f"{marker}\n{text}" if i == 0 else text})
+        record: dict[str, Any] = {"id": f"{source}-{len(self.records[source]):05d}", kind: path,
+                                  "conversations": conversations}
+        if coords.variables:
+            record["variables"] = dict(coords.variables)
+        if window is not None:
+            record["meta"] = {"split": list(window)}
+        self.records[source].append(record)
+
+
+def _video_records(b: _Builder, v: _Video, rng: np.random.Generator) -> None:
+    media = ("video", v.path)
+    o1, o2 = v.objects
+    first, second = sorted(v.objects, key=lambda o: o.first)
+    win = v.window if v.window != (0, v.frames - 1) else None
+
+    c = _Coords()
+    b.add("video_caption", media, ["Describe the video in detail.",
+                                   f"A {o1.name} moves {o1.direction} and a {o2.name} moves {o2.direction}."], c)
+    c = _Coords()
+    b.add("tvg", media, [f"When is the {o1.name} visible in the video?",
+                         c.span(v.time(o1.first), v.time(o1.last), "OUTPUT")], c, win)
+    c = _Coords()
+    events = " ".join(f"{c.span(v.time(o.first), v.time(o.last), 'OUTPUT')} the {o.name} moves {o.direction}."
+                      for o in (first, second))
+    b.add("dvc", media, ["Describe the events of the video with their time spans.", events], c, win)
+    c = _Coords()
+    b.add("tr", media, [f"What happens during {c.span(v.time(o2.first), v.time(o2.last), 'INPUT')}?",
+                        f"The {o2.name} moves {o2.direction}."], c, win)
+
+    def tube(obj: MovingObject, coords: _Coords) -> str:
+        return ", ".join(f"{coords.t(v.time(f), 'OUTPUT')}:{coords.box(v.norm_box(obj, f), 'OUTPUT')}"
+                         for f in v.keyframes(obj))
+
+    target = v.objects[int(rng.integers(0, 2))]
+    c = _Coords()
+    answer = f"During the span of {c.span(v.time(target.first), v.time(target.last), 'OUTPUT')}. "
+    b.add("stvg", media, [f"Find the {target.name} that moves {target.direction}: when is it visible and where?",
+                          answer + f"Object bounding box: {tube(target, c)}"], c, win)
+    c = _Coords()
+    question = (f"The {target.name} at {c.box(v.norm_box(target, target.first), 'INPUT')} appears at "
+                f"{c.t(v.time(target.first), 'INPUT')}. When does the event end? Describe it.")
+    answer = (f"Ends in {c.t(v.time(target.last), 'OUTPUT')}, the {target.name} moves {target.direction}. "
+              f"Object bounding box: {tube(target, c)}")
+    b.add("elc", media, [question, answer], c, win)
+    c = _Coords()
+    question = f"During {c.span(v.time(target.first), v.time(target.last), 'INPUT')}, where is the {target.name}?"
+    b.add("svg", media, [question, tube(target, c)], c, win)
+    b.add("qa", media, [f"What colour is the {o1.shape}?", f"{o1.colour.capitalize()}."], _Coords())
+    b.add("classification", media, [f"Classify the motion of the {o2.name}: left, right, up or down?",
+                                    o2.direction], _Coords())
+    b.add("conversation", media, ["What shapes are in the video?", f"A {o1.shape} and a {o2.shape}.",
+                                  f"What colour is the {o2.shape}?", f"{o2.colour.capitalize()}."], _Coords())
+
+
+def _image_records(b: _Builder, path: str, objects: list[MovingObject], width: int, height: int) -> None:
+    media = ("image", path)
+    o1, o2 = objects
+
+    def box(o: MovingObject) -> tuple[float, float, float, float]:
+        x1, y1, x2, y2 = o.box(0, width, height)
+        return x1 / width, y1 / height, x2 / width, y2 / height
+
+    b.add("image_caption", media, ["Describe the image.", f"A {o1.name} and a {o2.name} on a dark background."],
+          _Coords())
+    c = _Coords()
+    b.add("rec", media, [f"Where is the {o2.name}? Answer with a bounding box.", c.box(box(o2), "OUTPUT")], c)
+    c = _Coords()
+    b.add("rc", media, [f"What is in the region {c.box(box(o1), 'INPUT')}?", f"A {o1.name}."], c)
+    c = _Coords()
+    b.add("dgc", media, ["Describe the image and give a box for each object.",
+                         f"A {o1.name} {c.box(box(o1), 'OUTPUT')} and a {o2.name} {c.box(box(o2), 'OUTPUT')}."], c)
+
+
+def _pair(rng: np.random.Generator, frames: int, spec: SynthSpec, still: bool = False) -> list[MovingObject]:
+    colours = rng.choice(list(COLOURS), size=2, replace=False)
+    shapes = list(SHAPES) if rng.random() < 0.5 else list(reversed(SHAPES))
+    objects = [random_object(rng, str(c), s, frames, spec.width, spec.height, min_span=min(4, frames))
+               for c, s in zip(colours, shapes, strict=True)]
+    if still:
+        objects = [MovingObject(o.colour, o.shape, o.r, 0, 0, o.start, o.start) for o in objects]
+    return objects
+
+
+def _make_video(rng: np.random.Generator, spec: SynthSpec, path: str, out: str,
+                options: StorageOptions) -> tuple[_Video, int]:
+    frames = int(rng.integers(spec.min_frames, spec.max_frames + 1))
+    objects = _pair(rng, frames, spec)
+    pixels = np.stack([render_frame(objects, f, spec.width, spec.height) for f in range(frames)])
+    data = encode_mp4(pixels, spec.fps)
+    storage.write_bytes(storage.join(out, path), data, options)
+    window = (0, frames - 1)
+    if rng.random() < 0.4:  # a split window around both objects' spans, shorter than the clip
+        lo = min(o.first for o in objects)
+        hi = max(o.last for o in objects)
+        window = (int(rng.integers(0, lo + 1)), int(rng.integers(hi, frames)))
+        if window[1] <= window[0]:
+            window = (0, frames - 1)
+    return _Video(path, frames, spec.width, spec.height, objects, window), len(data)
+
+
+def _benchmark_records(v: _Video, rng: np.random.Generator) -> dict[str, dict[str, Any]]:
+    obj = v.objects[int(rng.integers(0, 2))]
+
+    def xywh(frame: int) -> list[float]:
+        x1, y1, x2, y2 = obj.box(frame, v.width, v.height)
+        return [x1, y1, x2 - x1, y2 - y1]
+
+    meta = {"width": v.width, "height": v.height, "split": list(v.window),
+            "spatial_token": {"<bboxes>": {str(f): xywh(f) for f in range(obj.first, obj.last + 1)},
+                              "<bbox>": xywh(obj.first)},
+            "time_token": {"<s>": obj.first, "<e>": obj.last}}
+    questions = {
+        "stvg": (f"Find the {obj.name} that moves {obj.direction}: when is it visible and where?",
+                 "During the span of {<s>,<e>}. Object bounding box: <bboxes>"),
+        "elc": (f"The {obj.name} at <bbox> appears at <s>. When does the event end? Describe it.",
+                f"Ends in <e>, the {obj.name} moves {obj.direction}. Object bounding box: <bboxes>"),
+        "svg": (f"During {{<s>,<e>}}, where is the {obj.name}?", "<bboxes>"),
+    }
+    return {task: {"video_path": v.path, "meta": meta,
+                   "conversations": [{"from": "human", "value": f"<video>\n{q}"}, {"from": "gpt", "value": a}]}
+            for task, (q, a) in questions.items()}
+
+
+def _dump(records: list[dict[str, Any]], jsonl: bool) -> str:
+    if jsonl:
+        return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    return json.dumps(records, indent=1, sort_keys=True)
+
+
+def synthesize(out: str, options: StorageOptions, spec: SynthSpec = SynthSpec()) -> SynthResult:
+    """Write a synthetic ST-Align tree under `out` (see the module docstring); deterministic under `spec.seed`."""
+    rng = np.random.default_rng(spec.seed)
+    root = storage.parse(out).uri
+    builder = _Builder()
+    media_bytes = 0
+    for i in range(spec.videos):
+        video, size = _make_video(rng, spec, f"videos/vid_{i:05d}.mp4", root, options)
+        media_bytes += size
+        _video_records(builder, video, rng)
+    for i in range(spec.images):
+        fmt = "png" if i % 2 == 0 else "jpeg"
+        path = f"images/img_{i:05d}.{'png' if fmt == 'png' else 'jpg'}"
+        objects = _pair(rng, 1, spec, still=True)
+        data = encode_image(render_frame(objects, 0, spec.width, spec.height), fmt)
+        storage.write_bytes(storage.join(root, path), data, options)
+        media_bytes += len(data)
+        _image_records(builder, path, objects, spec.width, spec.height)
+    for source, records in builder.records.items():
+        name = f"{source}.jsonl" if source in JSONL_SOURCES else f"{source}.json"
+        storage.write_text(storage.join(root, "annotations", name), _dump(records, source in JSONL_SOURCES), options)
+
+    mixtures = {}
+    for stage, sources in STAGES.items():
+        datasets = [{"json_path": f"../annotations/{s}.{'jsonl' if s in JSONL_SOURCES else 'json'}",
+                     "sampling_strategy": strategy, "source": s, "data_folder": ".."}
+                    for s, strategy in sources.items()]
+        uri = storage.join(root, "mixtures", f"stage{stage}.yaml")
+        storage.write_text(uri, yaml.safe_dump({"datasets": datasets}, sort_keys=False), options)
+        mixtures[stage] = uri
+
+    bench: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for i in range(spec.benchmark_videos):
+        video, size = _make_video(rng, spec, f"benchmark/videos/bench_{i:05d}.mp4", root, options)
+        media_bytes += size
+        for task, record in _benchmark_records(video, rng).items():
+            bench[task].append(record)
+    benchmark = {}
+    for task, records in bench.items():
+        uri = storage.join(root, "benchmark", f"{task}.json")
+        storage.write_text(uri, _dump(records, jsonl=False), options)
+        benchmark[task] = uri
+    counts = {source: len(records) for source, records in builder.records.items()}
+    log.info("synthesized %d samples (%d videos, %d images) under %s", sum(counts.values()), spec.videos,
+             spec.images, root)
+    return SynthResult(root=root, samples=counts, mixtures=mixtures, benchmark=benchmark, media_bytes=media_bytes)
