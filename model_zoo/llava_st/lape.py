@@ -30,7 +30,7 @@ def ntp_matrix(m: int) -> Tensor:
 def ntp(weight: Tensor, reparam: Tensor) -> Tensor:
     """W + R W - stopgrad(R W): value W, gradient (I + R^T) g."""
     rw = reparam.to(weight.dtype) @ weight
-    return weight + rw - rw.detach()
+    return weight + (rw - rw.detach())  # exactly W in value (the bracket is exactly 0)
 
 
 def resample(table: Tensor, size: int) -> Tensor:

@@ -241,10 +241,3 @@ class LlavaSTForCausalLM(PreTrainedModel):
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], -1)
             positions = positions[:, -1:] + 1
         return torch.stack(new_tokens, dim=1)
-
-    # ---- gradient checkpointing ----------------------------------------------------------------------
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        """Checkpoint the LLM's decoder layers (the tower is frozen in every stage and runs without grad)."""
-        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
-        self.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-

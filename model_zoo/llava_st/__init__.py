@@ -1,0 +1,25 @@
+"""LLaVA-ST (CVPR 2025): LLaVA-OneVision + Language-Aligned Positional Embedding + Spatial-Temporal Packer."""
+
+from .config import LlavaSTConfig, LlavaSTConfigError
+from .lape import LAPE
+from .loading import from_llava_onevision, load_model, load_tokenizer
+from .modeling import LlavaSTForCausalLM
+from .stp import SpatialTemporalPacker
+from .tiny import build_tiny_checkpoint, build_tiny_tokenizer, tiny_config
+from .vocab import CoordinateVocab, decode_answer
+
+__all__ = [
+    "LAPE",
+    "CoordinateVocab",
+    "LlavaSTConfig",
+    "LlavaSTConfigError",
+    "LlavaSTForCausalLM",
+    "SpatialTemporalPacker",
+    "build_tiny_checkpoint",
+    "build_tiny_tokenizer",
+    "decode_answer",
+    "from_llava_onevision",
+    "load_model",
+    "load_tokenizer",
+    "tiny_config",
+]

@@ -1,0 +1,76 @@
+"""NTP and LAPE, checked against the formulas of REFERENCE.md 1.2."""
+
+import torch
+
+from model_zoo.llava_st.lape import LAPE, LAPETables, ntp, ntp_matrix, resample
+
+
+def test_ntp_forward_value_is_the_table():
+    w = torch.randn(7, 5)
+    assert torch.equal(ntp(w, ntp_matrix(7)), w)
+
+
+def test_ntp_gradient_propagates_to_neighbours_with_halving_weights():
+    m, d = 6, 3
+    w = torch.randn(m, d, requires_grad=True)
+    g = torch.randn(m, d)
+    (ntp(w, ntp_matrix(m)) * g).sum().backward()
+    for i in range(m):
+        expected = g[i] + sum(2.0 ** -abs(i - j) * g[j] for j in range(m))
+        torch.testing.assert_close(w.grad[i], expected)
+
+
+def test_resample_is_linear_interpolation_with_align_corners_false():
+    table = torch.tensor([[0.0], [10.0], [20.0], [40.0]])  # M = 4 rows, D = 1
+    # by hand: source x_i = (i + 0.5) * 4/6 - 0.5, clamped to [0, 3]
+    # x = 0 (clamped), 0.5, 1.1667, 1.8333, 2.5, 3 (clamped)
+    expected = torch.tensor([0.0, 5.0, 10 + 10 / 6, 10 + 50 / 6, 30.0, 40.0])
+    torch.testing.assert_close(resample(table, 6)[:, 0], expected)
+    assert torch.equal(resample(table, 4), table)
+
+
+def _tables(m_t: int, m_h: int, m_w: int, d: int) -> LAPETables:
+    g = torch.Generator().manual_seed(0)
+    inputs = {a: torch.randn(m, d, generator=g) for a, m in zip(("temporal", "height", "width"), (m_t, m_h, m_w))}
+    outputs = {a: torch.randn(m, d, generator=g) for a, m in zip(("temporal", "height", "width"), (m_t, m_h, m_w))}
+    return LAPETables(inputs, outputs)
+
+
+def test_rho_is_the_mean_of_input_and_output_tables():
+    tables = _tables(4, 5, 6, 3)
+    torch.testing.assert_close(tables.rho("height"), (tables.inputs["height"] + tables.outputs["height"]) / 2)
+
+
+def test_video_injection_adds_resampled_rho_per_axis():
+    tables, grid, frames, d = _tables(4, 4, 4, 2), 6, 6, 2
+    out = LAPE.inject(torch.zeros(frames, grid * grid, d), tables, grid, is_video=True).reshape(frames, grid, grid, d)
+    rt, rh, rw = (resample(tables.rho(a), n) for a, n in (("temporal", frames), ("height", grid), ("width", grid)))
+    for t, y, x in [(0, 0, 0), (1, 2, 3), (5, 5, 1), (3, 4, 5)]:
+        torch.testing.assert_close(out[t, y, x], rt[t] + rh[y] + rw[x])
+    # the temporal axis is resampled too: N = 6 frames from M_t = 4 rows (the release requires N == M_t)
+    assert not torch.allclose(rt[1], tables.rho("temporal")[1])
+
+
+def test_image_injection_uses_temporal_row_zero():
+    tables, grid, d = _tables(4, 5, 5, 2), 5, 2
+    out = LAPE.inject(torch.zeros(1, grid * grid, d), tables, grid, is_video=False).reshape(grid, grid, d)
+    torch.testing.assert_close(out[2, 3], tables.rho("temporal")[0] + tables.rho("height")[2] + tables.rho("width")[3])
+
+
+def test_lape_off_leaves_visual_features_unchanged(tiny_model, video_batch):
+    model = tiny_model
+    tables = model.lape.tables()
+    model.config.lape_enabled = False
+    try:
+        off = model.encode_media(video_batch["pixel_values"], video_batch["media_kind"], tables)[0]
+        stp_only = torch.cat([t.flatten(0, 1) for t in model.stp(_projected(model, video_batch))])
+        torch.testing.assert_close(off, stp_only)
+    finally:
+        model.config.lape_enabled = True
+    on = model.encode_media(video_batch["pixel_values"], video_batch["media_kind"], tables)[0]
+    assert not torch.allclose(on, off)
+
+
+def _projected(model, batch):
+    hidden = model.vision_tower(batch["pixel_values"], output_hidden_states=True).hidden_states
+    return model.mm_projector(hidden[model.config.vision_feature_layer])

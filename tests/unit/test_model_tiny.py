@@ -1,0 +1,143 @@
+"""The tiny LLaVA-ST end to end: forward/backward per modality, generate, save/load, loading path (a)."""
+
+import torch
+
+import model_zoo
+from model_zoo.llava_st import (
+    CoordinateVocab,
+    LlavaSTForCausalLM,
+    build_tiny_checkpoint,
+    build_tiny_tokenizer,
+    load_model,
+    tiny_config,
+)
+from model_zoo.llava_st.modeling import MEDIA_IMAGE, MEDIA_VIDEO
+
+from .model_batches import make_batch
+
+
+def test_visual_token_counts_defaults_and_tiny():
+    from model_zoo.llava_st import LlavaSTConfig
+
+    defaults = LlavaSTConfig()
+    assert defaults.video_seq_len == 2520 and defaults.image_seq_len == 729 and defaults.grid_size == 27
+    tiny = tiny_config()
+    assert tiny.grid_size == 27 and tiny.image_seq_len == 729
+    assert tiny.video_seq_len == 3 * 3 * tiny.num_frames + 9 * 9 * tiny.sigma
+
+
+def test_video_tokens_reach_the_llm_as_fs_then_ft(tiny_model, video_batch):
+    model = tiny_model
+    tables = model.lape.tables()
+    tokens = model.encode_media(video_batch["pixel_values"], video_batch["media_kind"], tables)[0]
+    config = model.config
+    assert tokens.shape == (config.video_seq_len, config.hidden_size)
+    hidden = model.vision_tower(video_batch["pixel_values"], output_hidden_states=True).hidden_states
+    from model_zoo.llava_st.lape import LAPE
+
+    feats = LAPE.inject(model.mm_projector(hidden[config.vision_feature_layer]), tables, config.grid_size, True)
+    f_s, f_t = model.stp(feats)
+    n_s = config.k2**2 * config.num_frames
+    torch.testing.assert_close(tokens[:n_s], f_s.flatten(0, 1))  # bug 1 of the release: F_s must not be dropped
+    torch.testing.assert_close(tokens[n_s:], f_t.flatten(0, 1))
+
+
+def test_forward_backward_video_and_image(tiny_model, video_batch, image_batch):
+    model = tiny_model.train()
+    for batch in (video_batch, image_batch):
+        model.zero_grad()
+        out = model(**batch)
+        assert torch.isfinite(out.loss) and out.num_target_tokens.item() == 4
+        out.loss.backward()
+        for name in ("lape.temporal_input", "lape.height_output", "mm_projector.0.weight",
+                     "language_model.model.layers.0.self_attn.q_proj.weight"):
+            assert model.get_parameter(name).grad.abs().sum() > 0, name
+        stp_grad = model.get_parameter("stp.step1.to_q.0.weight").grad
+        is_video = batch["media_kind"][0].item() == MEDIA_VIDEO
+        assert (stp_grad is not None and stp_grad.abs().sum() > 0) == is_video  # images skip STP
+
+
+def test_mixed_batch_text_image_video(tiny_model):
+    config = tiny_model.config
+    batch = make_batch(config, [{"prompt": [5, 6], "answer": [7, 8]},
+                                {"kind": MEDIA_VIDEO, "prompt": [5, 6], "answer": [9]},
+                                {"kind": MEDIA_IMAGE, "prompt": [5, 6], "answer": [10, 11, 12]}])
+    out = tiny_model(**batch)
+    assert out.num_target_tokens.item() == 6 and torch.isfinite(out.loss)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(video_batch):
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = LlavaSTForCausalLM(tiny_config()).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert all(layer.gradient_checkpointing for layer in model.language_model.model.layers)
+        model(**video_batch).loss.backward()
+        grads.append(model.get_parameter("lape.width_input").grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_generate_emits_tokens_that_decode(tiny_model, video_batch, tiny_tokenizer):
+    model = tiny_model.eval()
+    prompt_len = video_batch["input_ids"].shape[1] - 4
+    new = model.generate(video_batch["input_ids"][:, :prompt_len], pixel_values=video_batch["pixel_values"],
+                         media_kind=video_batch["media_kind"], max_new_tokens=6)
+    assert new.shape == (1, 6) and int(new.max()) < model.placeholder_start
+    text = tiny_tokenizer.decode(new[0])
+    assert CoordinateVocab(model.config).decode_answer(text).status in ("ok", "unparsed")
+    # greedy decoding is the argmax of the full forward pass, step by step (the KV cache changes nothing)
+    full = torch.cat([video_batch["input_ids"][:, :prompt_len], new[:, :1]], 1)
+    logits = model(full, pixel_values=video_batch["pixel_values"], media_kind=video_batch["media_kind"]).logits
+    assert logits[0, -2].argmax().item() == new[0, 0].item()
+    assert logits[0, -1].argmax().item() == new[0, 1].item()
+
+
+def test_generate_can_emit_coordinate_tokens(tiny_model):
+    model = tiny_model.eval()
+    prompt = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():  # make <WIDTH-007> the only positive logit: it must come out, then feed back in via E_in
+        h = model.language_model.model(inputs_embeds=model.embed(prompt, None, model.lape.tables())).last_hidden_state
+        model.language_model.lm_head.weight.zero_()
+        for table in (model.lape.temporal_output, model.lape.height_output, model.lape.width_output):
+            table.zero_()
+        model.lape.width_output[7] = h[0, -1]
+    new = model.generate(prompt, max_new_tokens=2)
+    assert new[0, 0].item() == model.config.text_vocab_size + model.config.m_t + model.config.m_h + 7
+
+
+def test_save_load_round_trip_gives_identical_logits(tiny_model, video_batch, tmp_path):
+    model = tiny_model.eval()
+    model.save_pretrained(tmp_path / "st")
+    loaded = load_model(tmp_path / "st")
+    assert isinstance(loaded, LlavaSTForCausalLM)
+    with torch.no_grad():
+        a = model(**video_batch, return_logits=True)
+        b = loaded(**video_batch, return_logits=True)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.loss, b.loss)
+
+
+def test_loading_path_a_llava_onevision_checkpoint(tiny_checkpoint, tiny_tokenizer, video_batch):
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    st = model_zoo.build("llava_st", tiny_checkpoint, num_frames=4, sigma=2, stp_width=32, stp_heads=4)
+    ov = LlavaOnevisionForConditionalGeneration.from_pretrained(tiny_checkpoint)
+    assert torch.equal(st.language_model.model.layers[1].mlp.up_proj.weight,
+                       ov.model.language_model.layers[1].mlp.up_proj.weight)
+    assert torch.equal(st.mm_projector[2].weight, ov.model.multi_modal_projector.linear_2.weight)
+    assert torch.equal(st.language_model.lm_head.weight, ov.lm_head.weight)
+    # the projected patch features are the OneVision model's own image features (same tower, layer, projector)
+    pixels = video_batch["pixel_values"][:1]
+    hidden = st.vision_tower(pixels, output_hidden_states=True).hidden_states[st.config.vision_feature_layer]
+    ov_hidden = ov.model.vision_tower(pixels, output_hidden_states=True).hidden_states[ov.config.vision_feature_layer]
+    torch.testing.assert_close(st.mm_projector(hidden), ov.model.multi_modal_projector(ov_hidden))
+    assert len(tiny_tokenizer) == st.config.text_vocab_size + st.config.coord_vocab_size + 6
+    assert torch.isfinite(st(**video_batch).loss)
+
+
+def test_tiny_preset_is_deterministic(tmp_path):
+    a, b = build_tiny_tokenizer(), build_tiny_tokenizer()
+    assert a.get_vocab() == b.get_vocab()
+    pa, pb = build_tiny_checkpoint(tmp_path / "a"), build_tiny_checkpoint(tmp_path / "b")
+    assert (pa / "model.safetensors").read_bytes() == (pb / "model.safetensors").read_bytes()

@@ -1,0 +1,97 @@
+"""The coordinate vocabulary: ids, quantisation, soft labels, rendering and answer decoding."""
+
+import math
+
+import pytest
+
+from model_zoo.llava_st.tiny import tiny_config
+from model_zoo.llava_st.vocab import (
+    PLACEHOLDERS,
+    CoordinateVocab,
+    coordinate_tokens,
+    quantize,
+    soft_label,
+)
+
+
+@pytest.fixture(scope="module")
+def vocab() -> CoordinateVocab:
+    return CoordinateVocab(tiny_config())
+
+
+def test_token_strings_and_order_follow_the_release():
+    tokens = coordinate_tokens(tiny_config())
+    assert tokens[:2] == ["<TEMP-000>", "<TEMP-001>"] and tokens[99] == "<TEMP-099>"
+    assert tokens[100] == "<HEIGHT-000>" and tokens[200] == "<WIDTH-000>" and len(tokens) == 300
+    assert PLACEHOLDERS == ("<TEMP-INPUT>", "<TEMP-OUTPUT>", "<HEIGHT-INPUT>", "<HEIGHT-OUTPUT>",
+                            "<WIDTH-INPUT>", "<WIDTH-OUTPUT>")
+
+
+def test_tokenizer_ids_start_at_the_embedding_size(tiny_tokenizer):
+    config = tiny_config()
+    v = config.text_vocab_size
+    ids = tiny_tokenizer.convert_tokens_to_ids(["<TEMP-000>", "<HEIGHT-000>", "<WIDTH-099>", "<TEMP-INPUT>",
+                                                "<WIDTH-OUTPUT>"])
+    assert ids == [v, v + 100, v + 299, v + 300, v + 305]
+    assert tiny_tokenizer.convert_tokens_to_ids(["<image>", "<video>"]) == [config.image_token_id,
+                                                                           config.video_token_id]
+
+
+@pytest.mark.parametrize("value, m, expected", [
+    (0.0, 100, (0, 0, 0.0)), (1.0, 100, (99, 99, 0.0)), (0.5, 100, (49, 50, 0.5)),
+    (0.25, 5, (1, 1, 0.0)), (1.7, 100, (99, 99, 0.0)), (-0.2, 100, (0, 0, 0.0)),
+    (0.12345, 11, (1, 2, 0.23)),  # rounded to 0.123 first
+])
+def test_quantize_floor_ceil_ratio(value, m, expected):
+    f, c, r = quantize(value, m)
+    assert (f, c) == expected[:2] and math.isclose(r, expected[2], abs_tol=1e-9)
+
+
+@pytest.mark.parametrize("value", [0.0, 0.013, 0.5, 0.777, 1.0])
+def test_soft_labels_sum_to_one(value):
+    label = soft_label(value, 100)
+    assert math.isclose(sum(label.values()), 1.0) and all(w >= 0 for w in label.values())
+
+
+def test_text_values_tokens_text_round_trip(vocab):
+    text = "The dog runs during {<TEMP-OUTPUT>,<TEMP-OUTPUT>} at [<WIDTH-OUTPUT>,<HEIGHT-OUTPUT>,<WIDTH-OUTPUT>," \
+           "<HEIGHT-OUTPUT>]."
+    variables = {"temporal_output_locations": [0.1, 0.85], "spatial_width_output_locations": [0.2, 0.9],
+                 "spatial_height_output_locations": [0.0, 0.4]}
+    rendered = vocab.render(text, variables)
+    assert "<TEMP-010>" in rendered and "<WIDTH-089>" in rendered and "OUTPUT" not in rendered
+    template, values = vocab.templatize(rendered)
+    assert template == text
+    for key, expected in variables.items():
+        assert all(abs(a - b) <= 0.5 / 99 for a, b in zip(values[key], expected, strict=True))
+    assert vocab.render(template, values) == rendered
+
+
+def test_render_refuses_a_placeholder_without_value(vocab):
+    with pytest.raises(ValueError, match="TEMP-OUTPUT"):
+        vocab.render("<TEMP-OUTPUT> and <TEMP-OUTPUT>", {"temporal_output_locations": [0.3]})
+
+
+def test_decode_answer_shapes(vocab):
+    tvg = vocab.decode_answer("{<TEMP-010><TEMP-050>}")
+    assert tvg.status == "ok" and tvg.span == pytest.approx((10 / 99, 50 / 99))
+    rec = vocab.decode_answer("[<WIDTH-000>,<HEIGHT-099>,<WIDTH-033>,<HEIGHT-066>]")
+    assert rec.box == pytest.approx([0.0, 1.0, 1 / 3, 2 / 3])
+    stvg = vocab.decode_answer("During the span of {<TEMP-001>,<TEMP-009>}. Object bounding box: "
+                               "<TEMP-001>:[<WIDTH-001>,<HEIGHT-002>,<WIDTH-003>,<HEIGHT-004>], "
+                               "<TEMP-005>:[<WIDTH-011>,<HEIGHT-012>,<WIDTH-013>,<HEIGHT-014>]")
+    assert stvg.span == pytest.approx((1 / 99, 9 / 99)) and len(stvg.tube) == 2 and stvg.box is None
+    _, (t1, box1) = sorted(stvg.tube.items())
+    assert t1 == pytest.approx(5 / 99) and box1 == pytest.approx([11 / 99, 12 / 99, 13 / 99, 14 / 99])
+    elc = vocab.decode_answer("Ends in <TEMP-040>, a dog jumps. Object bounding box: "
+                              "<TEMP-040>:[<WIDTH-001>,<HEIGHT-002>,<WIDTH-003>,<HEIGHT-004>]")
+    assert elc.end == pytest.approx(40 / 99) and len(elc.tube) == 1
+
+
+@pytest.mark.parametrize("text", [
+    "", "no coordinates at all", "{<TEMP-010>}", "[<WIDTH-001>,<HEIGHT-002>,<WIDTH-003>]",
+    "{<TEMP-999><TEMP-998>}", "<TEMP-0x1>", "[<HEIGHT-001>,<WIDTH-002>,<HEIGHT-003>,<WIDTH-004>]",
+    "{<TEMP-010>" * 1000, "\x00\uffff<<<>>>",
+])
+def test_malformed_outputs_are_unparsed_never_raise(vocab, text):
+    assert vocab.decode_answer(text).status == "unparsed"
