@@ -141,3 +141,19 @@ def test_tiny_preset_is_deterministic(tmp_path):
     assert a.get_vocab() == b.get_vocab()
     pa, pb = build_tiny_checkpoint(tmp_path / "a"), build_tiny_checkpoint(tmp_path / "b")
     assert (pa / "model.safetensors").read_bytes() == (pb / "model.safetensors").read_bytes()
+
+
+def test_every_placeholder_embeds_as_the_interpolated_input_row(tiny_model):
+    """Bug 3 of the release left <WIDTH-INPUT> unfilled: here all six placeholders embed the same way."""
+    model = tiny_model
+    config, tables = model.config, model.lape.tables()
+    start = config.text_vocab_size + config.coord_vocab_size
+    axes = ["temporal", "temporal", "height", "height", "width", "width"]
+    ids = torch.tensor([[start + i for i in range(6)]])
+    values = torch.tensor([[0.25, 0.5, 0.1234, 0.0, 1.0, 0.333]])
+    embeds = model.embed(ids, values, tables)
+    for i, (axis, v) in enumerate(zip(axes, values[0].tolist())):
+        table = tables.inputs[axis]
+        p = round(v, 3) * (table.shape[0] - 1)
+        f, c = int(p // 1), min(int(-(-p // 1)), table.shape[0] - 1)
+        torch.testing.assert_close(embeds[0, i], (1 - (p - f)) * table[f] + (p - f) * table[c])
