@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
-from transformers import Qwen2Config, SiglipVisionConfig
 
-from model_zoo.llava_st.config import LlavaSTConfig, LlavaSTConfigError
+from benchmarks.stp_loop_baseline import stp_loop
+from model_zoo.llava_st.config import LlavaSTConfigError
 from model_zoo.llava_st.stp import (
     SpatialTemporalPacker,
     SpatialWindows,
@@ -17,40 +14,15 @@ from model_zoo.llava_st.stp import (
     pool_space,
     pool_time,
 )
+from tests.fixtures.stp import DEFAULTS, SETTINGS, make_config
 
-
-def _load_loop_baseline():
-    """The loop reference lives with the benchmark that also times it; import it by path."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "stp_loop_baseline.py"
-    spec = importlib.util.spec_from_file_location("stp_loop_baseline", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-loop_baseline = _load_loop_baseline()
-
-DEFAULTS = dict(grid=27, frames=100, k1=9, k2=3, sigma=20)
-# (grid, frames, k1, k2, sigma): defaults with fewer frames, k1 = grid (identity step-1 windows of 1),
-# and even factors everywhere (12 -> 6 -> 2, 6 frames -> 3: windows of 2, where centres are averages).
-SETTINGS = [
-    dict(grid=27, frames=10, k1=9, k2=3, sigma=2),
-    dict(grid=27, frames=8, k1=27, k2=9, sigma=4),
-    dict(grid=12, frames=6, k1=6, k2=2, sigma=3),
+# The loop reference costs ~1 ms a window: the same geometries with fewer frames (odd 5-frame and
+# even 2-frame temporal windows), and k1 = grid on a 12 x 12 grid.
+LOOP_SETTINGS = [
+    dict(grid=27, frames=5, k1=9, k2=3, sigma=1),
+    dict(grid=12, frames=2, k1=12, k2=4, sigma=1),
+    SETTINGS[2],
 ]
-# The loop reference is slow with k1 = grid (one window per patch): fewer frames there.
-LOOP_SETTINGS = [SETTINGS[0], {**SETTINGS[1], "frames": 2, "sigma": 1}, SETTINGS[2]]
-
-
-def make_config(grid: int, frames: int, k1: int, k2: int, sigma: int, dim: int = 32, width: int = 16,
-                heads: int = 2, pool: str = "interpolate") -> LlavaSTConfig:
-    patch = 2
-    vision = SiglipVisionConfig(image_size=grid * patch, patch_size=patch, hidden_size=8, intermediate_size=16,
-                                num_hidden_layers=2, num_attention_heads=2)
-    text = Qwen2Config(vocab_size=64, hidden_size=dim, intermediate_size=32, num_hidden_layers=1,
-                       num_attention_heads=2, num_key_value_heads=1)
-    return LlavaSTConfig(vision_config=vision, text_config=text, num_frames=frames, k1=k1, k2=k2, sigma=sigma,
-                         stp_width=width, stp_heads=heads, stp_query_pool=pool)
 
 
 def make_stp(seed: int = 0, **kw) -> SpatialTemporalPacker:
@@ -87,7 +59,7 @@ def test_vectorised_equals_loop_reference(setting, pool):
     x = video(stp)
     with torch.no_grad():
         f_s, f_t = stp(x)
-        ref_s, ref_t = loop_baseline.stp_loop(stp, x)
+        ref_s, ref_t = stp_loop(stp, x)
     torch.testing.assert_close(f_s, ref_s, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(f_t, ref_t, atol=1e-5, rtol=1e-5)
 
