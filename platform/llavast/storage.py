@@ -203,3 +203,11 @@ def remove(uri: str, options: StorageOptions) -> None:
             fs.rm(path, recursive=True)
     except Exception as exc:
         raise _wrap(uri, "remove", exc) from exc
+
+
+def makedirs(uri: str, options: StorageOptions) -> None:
+    """Create a directory (and parents) on local filesystems; object stores have no directories."""
+    loc = parse(uri)
+    if loc.scheme == "file":
+        fs, path = fsspec_filesystem(uri, options)
+        fs.makedirs(path, exist_ok=True)
