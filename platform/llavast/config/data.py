@@ -1,0 +1,46 @@
+"""The `data:` section of a job YAML: which manifest to stream and how the Ray Data pipeline runs.
+
+Frame count and frame size belong to the model (N, the vision tower's square size); they may be written
+here for readability, and the pipeline refuses to start when they disagree with the model's config.
+Per-worker batch size belongs to the trainer (`train.micro_batch_size`) and is passed to `iter_batches`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from llavast.config.base import Section
+from llavast.storage import StorageOptions
+
+
+class DataConfig(Section):
+    """Streaming ST-Align from an index written by `llavast data index`.
+
+    manifest: URI of the index folder (holds manifest/, summary.json, quarantine.jsonl).
+    storage: endpoint/region of the bucket holding the manifest and the media (credentials: AWS chain).
+    num_frames, image_size: optional; must match the model's N and square frame size when given.
+    max_length: token budget per sample; longer samples lose whole trailing turns, or are dropped.
+    decode_concurrency: decoding actors (each fetches media, decodes frames, tokenises).
+    decode_batch_size: samples per decode call; decode_num_cpus: CPUs reserved per decoding actor.
+    fetch_threads: concurrent media downloads inside one decoding actor (I/O bound).
+    prefetch_batches: batches the consumer's iterator prepares ahead of the training step.
+    shuffle: "rows" = a seeded global shuffle of manifest rows before decoding (cheap: rows hold no
+        media), "blocks" = shuffle only the order of manifest blocks, "none" = manifest order.
+    local_shuffle_buffer: optional per-worker shuffle buffer (rows) on top of `shuffle`.
+    """
+
+    manifest: str
+    storage: StorageOptions = Field(default_factory=StorageOptions)
+    num_frames: PositiveInt | None = None
+    image_size: PositiveInt | None = None
+    max_length: PositiveInt = 32768
+    decode_concurrency: PositiveInt = 2
+    decode_batch_size: PositiveInt = 8
+    decode_num_cpus: float = Field(default=1.0, gt=0.0)
+    fetch_threads: PositiveInt = 8
+    prefetch_batches: int = Field(default=2, ge=0)
+    shuffle: Literal["rows", "blocks", "none"] = "rows"
+    seed: int = 0
+    local_shuffle_buffer: PositiveInt | None = None
