@@ -1,0 +1,1 @@
+"""Orchestration: the job DAG runner, node executors, Ray Jobs submission."""
