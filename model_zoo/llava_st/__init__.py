@@ -1,6 +1,7 @@
 """LLaVA-ST (CVPR 2025): LLaVA-OneVision + Language-Aligned Positional Embedding + Spatial-Temporal Packer."""
 
 from .config import LlavaSTConfig, LlavaSTConfigError
+from .convert import convert_release_state_dict
 from .lape import LAPE
 from .loading import from_llava_onevision, load_model, load_tokenizer
 from .modeling import LlavaSTForCausalLM
@@ -17,6 +18,7 @@ __all__ = [
     "SpatialTemporalPacker",
     "build_tiny_checkpoint",
     "build_tiny_tokenizer",
+    "convert_release_state_dict",
     "decode_answer",
     "from_llava_onevision",
     "load_model",
