@@ -1,0 +1,102 @@
+"""The stage job config: YAML loading, defaults, errors naming file and key path, fingerprints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from llavast.config.loader import fingerprint, load_stage_job, parse_job
+from llavast.config.stage import StageJobConfig
+from llavast.errors import ConfigError
+
+STAGE2_YAML = """\
+kind: stage
+name: demo
+model:
+  base: /models/llava-onevision-7b
+  init_from: models:/llavast-demo@stage1
+data:
+  manifest: s3://bucket/index
+train:
+  stage: 2
+  lr: 2.0e-5
+  group_lr: {lora: 2.0e-4}
+  micro_batch_size: 2
+  grad_accum_steps: 4
+  max_steps: 100
+tracking:
+  uri: http://127.0.0.1:5000
+  experiment: llavast
+  registered_model: llavast-demo
+storage:
+  root: s3://bucket/runs
+  endpoint_url: http://127.0.0.1:9000
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "stage2.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_stage2_yaml_loads_with_defaults(tmp_path: Path) -> None:
+    job = load_stage_job(_write(tmp_path, STAGE2_YAML))
+    assert isinstance(job, StageJobConfig)
+    assert job.train.stage == 2 and job.alias == "stage2"
+    assert job.train.group_lr == {"lora": 2e-4} and job.train.lr == 2e-5
+    assert job.train.trainable is None and job.train.lape is None  # the model's policy decides
+    assert job.deepspeed.zero_stage == 2 and job.deepspeed.precision == "auto"
+    assert (job.lora.r, job.lora.alpha, job.lora.dropout) == (128, 256.0, 0.05)  # the release's LoRA
+    assert job.storage.options.endpoint_url == "http://127.0.0.1:9000"
+    assert job.compute.use_gpu is False
+    with pytest.raises(pydantic.ValidationError):
+        job.train.stage = 3  # type: ignore[misc]  # configs are frozen
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("  lr: 2.0e-5", "  lrr: 2.0e-5", "train.lrr: Extra inputs are not permitted"),
+    ("  micro_batch_size: 2", "  micro_batch_size: two", "train.micro_batch_size: Input should be a valid integer"),
+    ("  stage: 2", "  stage: 4", "train.stage: Input should be 1, 2 or 3"),
+    ("  init_from: models:/llavast-demo@stage1\n", "", "set model.init_from"),
+    ("  endpoint_url: http://127.0.0.1:9000", "  endpoint_url: 127.0.0.1:9000", "storage.endpoint_url"),
+    ("name: demo", "name: a/b", "name: Value error, must be 1-100 letters"),
+    ("kind: stage", "kind: pipelin", "kind: unknown job kind 'pipelin'"),
+])
+def test_errors_name_the_file_and_the_key_path(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in STAGE2_YAML
+    path = _write(tmp_path, STAGE2_YAML.replace(old, new))
+    with pytest.raises(ConfigError) as err:
+        load_stage_job(path)
+    assert str(err.value).startswith(f"{path}: ")
+    assert message in str(err.value)
+
+
+def test_offload_params_needs_zero3(tmp_path: Path) -> None:
+    path = _write(tmp_path, STAGE2_YAML + "deepspeed:\n  zero_stage: 2\n  offload_params: true\n")
+    with pytest.raises(ConfigError, match="deepspeed: Value error, offload_params needs zero_stage: 3"):
+        load_stage_job(path)
+
+
+def test_yaml_syntax_errors_name_line_and_column(tmp_path: Path) -> None:
+    path = _write(tmp_path, STAGE2_YAML.replace("  stage: 2", "  stage: [2"))
+    with pytest.raises(ConfigError, match=rf"^{path}: line \d+, column \d+: invalid YAML"):
+        load_stage_job(path)
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_stage_job(_write(tmp_path, "- a\n- b\n", "list.yaml"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_stage_job(tmp_path / "missing.yaml")
+
+
+def test_fingerprint_ignores_layout_and_omitted_defaults(tmp_path: Path) -> None:
+    base = load_stage_job(_write(tmp_path, STAGE2_YAML))
+    explicit = STAGE2_YAML + "# the default, written out\ndeepspeed:\n  zero_stage: 2\n"
+    assert fingerprint(load_stage_job(_write(tmp_path, explicit, "b.yaml"))) == fingerprint(base)
+    raw = base.model_dump(mode="json")
+    shuffled = {key: raw[key] for key in reversed(list(raw))}
+    assert fingerprint(parse_job(shuffled)) == fingerprint(base)
+    changed = load_stage_job(_write(tmp_path, STAGE2_YAML.replace("max_steps: 100", "max_steps: 101"), "c.yaml"))
+    assert fingerprint(changed) != fingerprint(base)
+    assert len(fingerprint(base)) == 64
