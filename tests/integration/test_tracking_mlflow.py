@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from llavast.errors import TrackingError
 from llavast.services import MlflowServer, free_port
 from llavast.tracking import (
