@@ -1,0 +1,104 @@
+"""A conversation -> the model's token ids, labels and coordinate values (the batch contract, docs/data.md).
+
+Layout (Qwen2's chat template, system prompt "You are a helpful assistant."):
+    <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n
+    <|im_start|>user\\n{human}<|im_end|>\\n  <|im_start|>assistant\\n{gpt}<|im_end|>\\n  ...
+Labels are the assistant content, its `<|im_end|>` and the newline after it (as the release's
+preprocess_qwen); everything else is -100. The `<image>`/`<video>` marker becomes `image_seq_len` /
+`video_seq_len` copies of its token id. Placeholders are single tokens; each occurrence gets the next
+value of its `variables` list in `coord_values` (INPUT and OUTPUT alike), 0 elsewhere.
+Too long for `max_length`: whole trailing turn pairs are cut (never the visual block, never a
+placeholder's value); a sample whose first exchange does not fit is dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from llavast.data.records import GPT, MediaKind
+from model_zoo.llava_st.config import LlavaSTConfig
+from model_zoo.llava_st.modeling import IGNORE_INDEX
+from model_zoo.llava_st.vocab import IMAGE_TOKEN, PLACEHOLDER_VARIABLES, VIDEO_TOKEN, CoordinateVocab
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+class SampleTooLong(Exception):
+    """The first human/gpt exchange (with its visual block) exceeds max_length; the sample is dropped."""
+
+
+@dataclass(frozen=True)
+class TokenizedSample:
+    input_ids: np.ndarray  # (L,) int32
+    labels: np.ndarray  # (L,) int32, -100 where not learned
+    coord_values: np.ndarray  # (L,) float32
+    truncated: bool  # trailing turns were cut to fit max_length
+
+
+class ConversationTokenizer:
+    """Turns validated conversations into model inputs for one (tokenizer, model config) pair."""
+
+    def __init__(self, tokenizer: Any, config: LlavaSTConfig, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.visual = {MediaKind.IMAGE: (IMAGE_TOKEN, config.image_token_id, config.image_seq_len),
+                       MediaKind.VIDEO: (VIDEO_TOKEN, config.video_token_id, config.video_seq_len)}
+        for marker, token_id, _ in self.visual.values():
+            if tokenizer.convert_tokens_to_ids(marker) != token_id:
+                raise ValueError(f"tokenizer maps {marker} to {tokenizer.convert_tokens_to_ids(marker)} but the "
+                                 f"model config expects {token_id}: load the tokenizer of the same checkpoint")
+        vocab = CoordinateVocab(config)
+        self.placeholder_key = {vocab.placeholder_ids[p]: key for p, key in PLACEHOLDER_VARIABLES.items()}
+        for placeholder, token_id in vocab.placeholder_ids.items():
+            if tokenizer.convert_tokens_to_ids(placeholder) != token_id:
+                raise ValueError(f"tokenizer has no single token {placeholder} at id {token_id}: load it with "
+                                 "model_zoo.llava_st.load_tokenizer")
+        self.header = {role: self._encode(f"<|im_start|>{role}\n") for role in ("system", "user", "assistant")}
+        self.footer = self._encode("<|im_end|>\n")
+        self.system = self.header["system"] + self._encode(SYSTEM_PROMPT) + self.footer
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _content(self, text: str, kind: MediaKind) -> list[int]:
+        if kind == MediaKind.TEXT or kind.marker not in text:
+            return self._encode(text)
+        marker, token_id, count = self.visual[kind]
+        before, after = text.split(marker, 1)
+        return self._encode(before) + [token_id] * count + self._encode(after)
+
+    def __call__(self, conversations: list[dict[str, str]], variables: dict[str, list[float]],
+                 kind: MediaKind) -> TokenizedSample:
+        ids, labels = list(self.system), [IGNORE_INDEX] * len(self.system)
+        pair_ends = []
+        for turn in conversations:
+            learn = turn["from"] == GPT
+            header = self.header["assistant" if learn else "user"]
+            body = self._content(turn["value"], kind) + self.footer
+            ids += header + body
+            labels += [IGNORE_INDEX] * len(header) + (body if learn else [IGNORE_INDEX] * len(body))
+            if learn:
+                pair_ends.append(len(ids))
+        truncated = False
+        if len(ids) > self.max_length:
+            fitting = [end for end in pair_ends if end <= self.max_length]
+            if not fitting:
+                raise SampleTooLong(f"{len(ids)} tokens; the first exchange alone needs {pair_ends[0]} > "
+                                    f"max_length {self.max_length}")
+            ids, labels, truncated = ids[:fitting[-1]], labels[:fitting[-1]], True
+        return TokenizedSample(np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32),
+                               self._coord_values(ids, variables), truncated)
+
+    def _coord_values(self, ids: list[int], variables: dict[str, list[float]]) -> np.ndarray:
+        values = np.zeros(len(ids), dtype=np.float32)
+        cursor: dict[str, int] = {}
+        for position, token_id in enumerate(ids):
+            key = self.placeholder_key.get(token_id)
+            if key is not None:
+                k = cursor.get(key, 0)
+                values[position] = variables[key][k]
+                cursor[key] = k + 1
+        return values

@@ -1,0 +1,100 @@
+"""Tokenisation: chat layout, label mask, visual token counts, placeholders and their values, truncation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llavast.data.records import MediaKind
+from llavast.data.tokenize import ConversationTokenizer, SampleTooLong
+from model_zoo.llava_st import build_tiny_tokenizer, tiny_config
+from model_zoo.llava_st.vocab import PLACEHOLDER_VARIABLES, add_coordinate_tokens
+
+IGNORE = -100
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = tiny_config()
+    tokenizer = build_tiny_tokenizer()
+    add_coordinate_tokens(tokenizer, config)
+    return tokenizer, config
+
+
+CONV = [
+    {"from": "human", "value": "<video>\nDuring {<TEMP-INPUT>,<TEMP-INPUT>}, where is the red square?"},
+    {"from": "gpt", "value": "<TEMP-OUTPUT>:[<WIDTH-OUTPUT>,<HEIGHT-OUTPUT>,<WIDTH-OUTPUT>,<HEIGHT-OUTPUT>]"},
+    {"from": "human", "value": "What colour is it?"},
+    {"from": "gpt", "value": "Red."},
+]
+VARS = {"temporal_input_locations": [0.1, 0.6], "temporal_output_locations": [0.3],
+        "spatial_width_output_locations": [0.2, 0.4], "spatial_height_output_locations": [0.25, 0.75]}
+
+
+def test_layout_matches_chat_template_and_labels_cover_answers(setup) -> None:
+    tokenizer, config = setup
+    sample = ConversationTokenizer(tokenizer, config, max_length=4096)(CONV, VARS, MediaKind.VIDEO)
+    ids = sample.input_ids.tolist()
+    first = ids.index(config.video_token_id)
+    collapsed = ids[:first + 1] + ids[first + config.video_seq_len:]
+    messages = [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]} for t in CONV]
+    assert tokenizer.decode(collapsed) == tokenizer.apply_chat_template(messages, tokenize=False)
+
+    learned = sample.labels != IGNORE
+    spans, start = [], None
+    for i, flag in enumerate(learned.tolist() + [False]):
+        if flag and start is None:
+            start = i
+        if not flag and start is not None:
+            spans.append(tokenizer.decode(sample.labels[start:i].tolist()))
+            start = None
+    assert spans == [CONV[1]["value"] + "<|im_end|>\n", CONV[3]["value"] + "<|im_end|>\n"]
+    assert np.array_equal(sample.labels[learned], sample.input_ids[learned])  # not shifted
+
+
+def test_placeholders_are_single_tokens_with_values_in_order(setup) -> None:
+    tokenizer, config = setup
+    sample = ConversationTokenizer(tokenizer, config, max_length=4096)(CONV, VARS, MediaKind.VIDEO)
+    text = "".join(t["value"] for t in CONV)
+    for placeholder, key in PLACEHOLDER_VARIABLES.items():
+        token_id = tokenizer.convert_tokens_to_ids(placeholder)
+        positions = np.flatnonzero(sample.input_ids == token_id)
+        assert len(positions) == text.count(placeholder)
+        assert sample.coord_values[positions].tolist() == pytest.approx(VARS.get(key, []))
+        if "OUTPUT" in placeholder:
+            assert (sample.labels[positions] == token_id).all()
+        else:
+            assert (sample.labels[positions] == IGNORE).all()
+    is_placeholder = np.isin(sample.input_ids, tokenizer.convert_tokens_to_ids(list(PLACEHOLDER_VARIABLES)))
+    assert (sample.coord_values[~is_placeholder] == 0).all()
+
+
+@pytest.mark.parametrize("kind", [MediaKind.TEXT, MediaKind.IMAGE, MediaKind.VIDEO])
+def test_visual_token_count_per_modality(setup, kind: MediaKind) -> None:
+    tokenizer, config = setup
+    marker = {MediaKind.TEXT: "", MediaKind.IMAGE: "<image>\n", MediaKind.VIDEO: "<video>\n"}[kind]
+    conv = [{"from": "human", "value": marker + "Describe it."}, {"from": "gpt", "value": "A dog."}]
+    sample = ConversationTokenizer(tokenizer, config, max_length=4096)(conv, {}, kind)
+    ids = sample.input_ids
+    assert (ids == config.image_token_id).sum() == (config.image_seq_len if kind == MediaKind.IMAGE else 0)
+    assert (ids == config.video_token_id).sum() == (config.video_seq_len if kind == MediaKind.VIDEO else 0)
+    visual = np.isin(ids, [config.image_token_id, config.video_token_id])
+    assert (sample.labels[visual] == IGNORE).all()
+
+
+def test_truncation_keeps_whole_exchanges_and_drops_what_cannot_fit(setup) -> None:
+    tokenizer, config = setup
+    full = ConversationTokenizer(tokenizer, config, max_length=4096)(CONV, VARS, MediaKind.VIDEO)
+    first_pair = ConversationTokenizer(tokenizer, config, max_length=4096)(CONV[:2], VARS, MediaKind.VIDEO)
+    cut = ConversationTokenizer(tokenizer, config, max_length=len(full.input_ids) - 1)(CONV, VARS, MediaKind.VIDEO)
+    assert cut.truncated and not full.truncated
+    assert np.array_equal(cut.input_ids, first_pair.input_ids)
+    assert np.array_equal(cut.coord_values, first_pair.coord_values)
+    with pytest.raises(SampleTooLong):
+        ConversationTokenizer(tokenizer, config, max_length=config.video_seq_len)(CONV, VARS, MediaKind.VIDEO)
+
+
+def test_rejects_tokenizer_without_coordinate_tokens(setup) -> None:
+    _, config = setup
+    with pytest.raises(ValueError, match="load_tokenizer"):
+        ConversationTokenizer(build_tiny_tokenizer(), config, max_length=100)
