@@ -1,0 +1,96 @@
+"""The model a stage trains: base checkpoint -> parent artifact -> LoRA merge/add -> freeze per policy.
+
+Also the way back out: `export_artifact` gathers what the stage carries (under ZeRO-3 on every rank,
+since each holds only a shard) into a `StageArtifact`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import model_zoo
+from llavast.config.stage import LoraSection
+from llavast.train.artifact import MergedLora, StageArtifact, apply_artifact, config_dict
+from llavast.train.lora import LoraSpec, add_lora, lora_state, merge_lora
+from llavast.train.policy import CARRIED_GROUPS, StagePolicy
+
+
+@dataclass
+class StageModel:
+    """A model prepared for one stage, with what its artifact will need to record."""
+
+    model: nn.Module
+    tokenizer: Any
+    hooks: Any  # the model's policy module (parameter groups, apply_stage, ...)
+    policy: StagePolicy
+    lora_spec: LoraSpec | None = None
+    merged: list[MergedLora] = field(default_factory=list)
+    carried_groups: frozenset[str] = frozenset()
+
+
+def build_stage_model(model_name: str, base_dir: Path, overrides: dict[str, Any], policy: StagePolicy,
+                      lora: LoraSection, parent: StageArtifact | None, seed: int) -> StageModel:
+    """Build the base, apply the parent artifact, merge/add LoRA as the policy says, freeze the rest.
+
+    Seeded, so every rank builds bit-identical freshly-initialised modules (LoRA A, a new STP).
+    """
+    spec = model_zoo.spec(model_name)
+    torch.manual_seed(seed)
+    model = spec.build(str(base_dir), **overrides)
+    tokenizer = spec.load_tokenizer(str(base_dir), model.config)
+    merged: list[MergedLora] = []
+    lora_spec: LoraSpec | None = None
+    carried = set(CARRIED_GROUPS) | (policy.trainable - {"lora"})
+    if parent is not None:
+        apply_artifact(model, parent)
+        merged, lora_spec = list(parent.merged), parent.lora_spec
+        carried |= set(parent.manifest.get("groups", []))
+    if policy.merge_parent_lora and lora_spec is not None:
+        merged.append(MergedLora(lora_spec, lora_state(model)))
+        merge_lora(model)
+        lora_spec = None
+    if policy.trains_lora and lora_spec is None:
+        lora_spec = LoraSpec(r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
+                             target_modules=spec.policy.lora_target_modules(model))
+        add_lora(model, lora_spec)
+    spec.policy.apply_stage(model, policy.trainable, policy.lape)
+    return StageModel(model=model, tokenizer=tokenizer, hooks=spec.policy, policy=policy, lora_spec=lora_spec,
+                      merged=merged, carried_groups=frozenset(carried))
+
+
+@contextlib.contextmanager
+def gathered(params: list[nn.Parameter], zero3: bool) -> Iterator[None]:
+    """Full parameter values inside the block; under ZeRO-3 every rank must enter it (a collective)."""
+    if not zero3:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        yield
+
+
+def snapshot(model: nn.Module, hooks: Any, groups: frozenset[str] | set[str], zero3: bool) -> dict[str, Tensor]:
+    """CPU copies of the named groups' parameters, gathered first under ZeRO-3 (call on every rank)."""
+    params = [p for g in groups for _, p in hooks.parameter_groups(model)[g]]
+    with gathered(params, zero3):
+        return hooks.trainable_state_dict(model, groups)
+
+
+def export_artifact(stage_model: StageModel, model: nn.Module, zero3: bool,
+                    manifest: dict[str, Any]) -> StageArtifact:
+    """The stage artifact of `model` (the engine's module): carried groups, the active LoRA, the merged
+    LoRAs. Collective under ZeRO-3: call it on every rank."""
+    groups = set(stage_model.carried_groups)
+    weights = snapshot(model, stage_model.hooks, groups, zero3)
+    lora = snapshot(model, stage_model.hooks, {"lora"}, zero3) if stage_model.lora_spec else None
+    return StageArtifact(
+        manifest=dict(manifest, groups=sorted(groups)), weights=weights, lora=lora,
+        lora_spec=stage_model.lora_spec, merged=stage_model.merged, config=config_dict(model.config))
