@@ -21,14 +21,17 @@ from .config import LlavaSTConfig
 AXES = ("temporal", "height", "width")
 
 
-def ntp_matrix(m: int) -> Tensor:
-    """R[i, j] = 2^-|i - j| (m x m)."""
-    index = torch.arange(m)
-    return 2.0 ** -(index[:, None] - index[None, :]).abs().float()
+def ntp_matrix(m: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """R[i, j] = 2^-|i - j| (m x m). Built on use, not stored: a buffer would be one more thing for
+    meta-device loading and ZeRO-3 partitioning to get wrong, and it costs microseconds."""
+    index = torch.arange(m, device=device)
+    return (2.0 ** -(index[:, None] - index[None, :]).abs().float()).to(dtype)
 
 
-def ntp(weight: Tensor, reparam: Tensor) -> Tensor:
+def ntp(weight: Tensor, reparam: Tensor | None = None) -> Tensor:
     """W + R W - stopgrad(R W): value W, gradient (I + R^T) g."""
+    if reparam is None:
+        reparam = ntp_matrix(weight.shape[0], weight.device, weight.dtype)
     rw = reparam.to(weight.dtype) @ weight
     return weight + (rw - rw.detach())  # exactly W in value (the bracket is exactly 0)
 
@@ -70,22 +73,18 @@ class LAPE(nn.Module):
         for axis, m in sizes.items():
             self.register_parameter(f"{axis}_input", nn.Parameter(torch.empty(m, config.hidden_size)))
             self.register_parameter(f"{axis}_output", nn.Parameter(torch.empty(m, config.hidden_size)))
-            self.register_buffer(f"{axis}_reparam", ntp_matrix(m), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         for axis in AXES:
             nn.init.normal_(getattr(self, f"{axis}_input"), std=self.init_std)
             nn.init.normal_(getattr(self, f"{axis}_output"), std=self.init_std)
-            m = getattr(self, f"{axis}_input").shape[0]
-            setattr(self, f"{axis}_reparam", ntp_matrix(m).to(getattr(self, f"{axis}_input").device))
 
     def tables(self) -> LAPETables:
         inputs, outputs = {}, {}
         for axis in AXES:
-            reparam = getattr(self, f"{axis}_reparam")
-            inputs[axis] = ntp(getattr(self, f"{axis}_input"), reparam)
-            outputs[axis] = ntp(getattr(self, f"{axis}_output"), reparam)
+            inputs[axis] = ntp(getattr(self, f"{axis}_input"))
+            outputs[axis] = ntp(getattr(self, f"{axis}_output"))
         return LAPETables(inputs, outputs)
 
     @staticmethod
