@@ -87,6 +87,7 @@ for name in workers head_cpus worker_cpus worker_gpus port dashboard_port client
     [[ "${!name}" =~ ^[0-9]+$ ]] || die "--${name//_/-} must be a non-negative integer, got '${!name}'"
 done
 command -v "$ray_bin" >/dev/null || die "ray executable '$ray_bin' not found: pass --ray PATH or set RAY"
+ray_dir="$(cd "$(dirname "$(command -v "$ray_bin")")" && pwd)"
 dir="$(mkdir -p "$dir" && cd "$dir" && pwd)"
 # Unix socket paths are limited to 107 bytes; Ray adds up to about 75 bytes below --dir.
 (( ${#dir} <= 32 )) || die "--dir '$dir' is too long for Ray's unix sockets: use a path of 32 characters or less"
@@ -110,7 +111,8 @@ group_alive() { kill -0 -- "-$1" 2>/dev/null; }
 start_node() {  # start_node NAME ARGS...: one `ray start --block` in a new session, logs to DIR/NAME.log
     local name="$1"; shift
     # No drain on SIGTERM: a dev node has nothing to hand over, and `down` should take seconds, not 30.
-    RAY_USAGE_STATS_ENABLED=0 RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0 \
+    # PATH starts with ray's own bin dir: job entrypoints (`python`, `llavast`) find the same environment.
+    PATH="$ray_dir:$PATH" RAY_USAGE_STATS_ENABLED=0 RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0 \
     setsid "$ray_bin" start --block --disable-usage-stats --temp-dir="$dir/$name" \
         --object-store-memory=$((object_store_mb * 1024 * 1024)) \
         --node-manager-port=0 --object-manager-port=0 --metrics-export-port=0 \
