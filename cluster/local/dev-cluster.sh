@@ -88,6 +88,9 @@ for name in workers head_cpus worker_cpus worker_gpus port dashboard_port client
 done
 command -v "$ray_bin" >/dev/null || die "ray executable '$ray_bin' not found: pass --ray PATH or set RAY"
 ray_dir="$(cd "$(dirname "$(command -v "$ray_bin")")" && pwd)"
+# The Python that runs `ray` (its console script's interpreter line), for quick checks without the CLI.
+ray_python="$(head -n 1 "$(command -v "$ray_bin")" | sed -n 's/^#!//p')"
+ray_python="${ray_python:-python3}"
 dir="$(mkdir -p "$dir" && cd "$dir" && pwd)"
 # Unix socket paths are limited to 107 bytes; Ray adds up to about 75 bytes below --dir.
 (( ${#dir} <= 32 )) || die "--dir '$dir' is too long for Ray's unix sockets: use a path of 32 characters or less"
@@ -99,8 +102,8 @@ unset RAY_AUTH_TOKEN
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$dir/auth_token"
 
 # ---- helpers --------------------------------------------------------------------------------------
-# Each node runs `ray start --block` as the leader of its own session, so the node's pid is also its
-# process-group id and one signal to the group reaches every Ray process of that node.
+# Each node runs `ray start --block` as the leader of its own session: the node's pid is also the
+# process-group id of Ray's daemons on that node (its worker processes get groups of their own).
 node_names() {  # the nodes with a pid file under --dir: head, worker-1, ...
     local f
     for f in "$dir"/*.pid; do if [[ -e "$f" ]]; then basename "$f" .pid; fi; done
@@ -128,23 +131,32 @@ start_node() {  # start_node NAME ARGS...: one `ray start --block` in a new sess
 }
 
 client_available() {  # Ray starts a client server only where ray[client] is installed; else the flag fails
-    local py
-    py="$(head -n 1 "$(command -v "$ray_bin")" | sed -n 's/^#!//p')"
     # shellcheck disable=SC2086 # the interpreter line may be "/usr/bin/env python3": split it
-    [[ -n "$py" ]] && $py -c 'import sys; from ray._private.utils import get_ray_client_dependency_error as e
+    $ray_python -c 'import sys; from ray._private.utils import get_ray_client_dependency_error as e
 sys.exit(e() is not None)' 2>/dev/null
 }
 
-alive_nodes() {  # number of alive nodes the GCS knows, or nothing while it is not reachable
-    "$ray_bin" list nodes --address="http://127.0.0.1:$dashboard_port" --filter "state=ALIVE" \
-        --format=json --limit 1000 2>/dev/null | grep -o '"node_id"' | wc -l || true
+alive_nodes() {  # number of alive nodes, from the dashboard's state API (0 while it is not up yet)
+    # Plain urllib, not `ray list nodes`: a poll then costs milliseconds instead of a Ray CLI import.
+    # shellcheck disable=SC2086 # the interpreter line may be "/usr/bin/env python3": split it
+    $ray_python - "$dashboard_port" "$RAY_AUTH_TOKEN_PATH" 2>/dev/null <<'EOF' || echo 0
+import json, pathlib, sys, urllib.request
+port, token_path = sys.argv[1], pathlib.Path(sys.argv[2])
+url = f"http://127.0.0.1:{port}/api/v0/nodes?limit=1000&filter_keys=state&filter_predicates=%3D&filter_values=ALIVE"
+request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token_path.read_text().strip()}"})
+print(len(json.load(urllib.request.urlopen(request, timeout=5))["data"]["result"]["result"]))
+EOF
 }
 
 wait_for_nodes() {  # wait_for_nodes N: until N nodes are alive, or fail with the logs' tails
     local want="$1" deadline=$((SECONDS + timeout_s)) name have
     while (( SECONDS < deadline )); do
         for name in $(node_names); do
-            group_alive "$(node_pid "$name")" || { tail -n 30 "$dir/$name.log" >&2; stop_all; die "node $name exited during start (log above: $dir/$name.log)"; }
+            if ! group_alive "$(node_pid "$name")"; then
+                tail -n 30 "$dir/$name.log" >&2
+                stop_all
+                die "node $name exited during start (log above: $dir/$name.log)"
+            fi
         done
         have="$(alive_nodes)"
         [[ "${have:-0}" -ge "$want" ]] && return 0
@@ -155,10 +167,29 @@ wait_for_nodes() {  # wait_for_nodes N: until N nodes are alive, or fail with th
     die "only ${have:-0} of $want nodes came up within ${timeout_s}s; stopped them again"
 }
 
-descendants() {  # descendants PID: every process below PID (Ray's workers run in process groups of their own)
-    ps -e -o pid= -o ppid= | awk -v root="$1" '
+descendants() {  # descendants PID: "pid:starttime" of every process below PID
+    local p
+    for p in $(ps -e -o pid= -o ppid= | awk -v root="$1" '
         { parent[$1] = $2 }
-        END { for (p in parent) { q = p; while (q in parent && q != root && q > 1) q = parent[q]; if (q == root && p != root) print p } }'
+        END { for (p in parent) { q = p; while (q in parent && q != root && q > 1) q = parent[q]
+                                  if (q == root && p != root) print p } }'); do
+        echo "$p:$(start_time "$p")"
+    done
+}
+
+start_time() {  # start_time PID: the kernel's start time of PID (field 22 of /proc/PID/stat), or nothing
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+    stat="${stat##*) }"   # drop "pid (comm) ": comm may contain spaces
+    echo "$stat" | cut -d' ' -f20
+}
+
+kill_recorded() {  # kill_recorded "pid:starttime"...: SIGKILL those still alive, never a reused pid
+    local entry
+    for entry in "$@"; do
+        if [[ "$(start_time "${entry%%:*}")" == "${entry#*:}" ]]; then kill -KILL "${entry%%:*}" 2>/dev/null || true; fi
+    done
+    return 0
 }
 
 stop_all() {  # workers first, then the head: SIGTERM to the node's `ray start`, a grace period, SIGKILL
@@ -171,8 +202,8 @@ stop_all() {  # workers first, then the head: SIGTERM to the node's `ray start`,
         deadline=$((SECONDS + 20))
         while group_alive "$pid" && (( SECONDS < deadline )); do sleep 0.5; done
         if group_alive "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
-        # shellcheck disable=SC2086 # $tree: one pid per word
-        [[ -z "$tree" ]] || kill -KILL $tree 2>/dev/null || true
+        # shellcheck disable=SC2086 # $tree: one pid:starttime per word
+        kill_recorded $tree
         rm -f "$dir/$name.pid"
     done
     return 0
