@@ -1,0 +1,134 @@
+"""`llavast`: the command line. Commands are thin wrappers over library functions; this is the only
+module that prints for humans. A user-caused error (`LlavastError`) prints as one line and exits 1;
+`llavast --debug ...` shows its traceback.
+
+Sub-apps: `data` (synth, index). Add others with `app.add_typer(...)` and decorate commands with
+`@user_errors`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from llavast.errors import LlavastError
+from llavast.storage import StorageOptions
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="LLaVA-ST platform: data, training, tracking.")
+data_app = typer.Typer(no_args_is_help=True, help="ST-Align: synthesise a dataset, index a stage mixture.")
+app.add_typer(data_app, name="data")
+console = Console()
+errors = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+EndpointOpt = Annotated[str | None, typer.Option(
+    "--endpoint-url", envvar="AWS_ENDPOINT_URL_S3",
+    help="S3-compatible endpoint (MinIO, Ceph, ...); credentials come from the AWS credential chain.")]
+RegionOpt = Annotated[str | None, typer.Option("--region", envvar="AWS_REGION", help="S3 region.")]
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def user_errors(command: F) -> F:
+    """Print a LlavastError as one red line and exit 1 (unless --debug); the command takes `ctx: typer.Context`."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except LlavastError as exc:
+            ctx = kwargs.get("ctx")
+            if ctx is None or ctx.find_root().params.get("debug"):
+                raise
+            errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def storage_options(endpoint_url: str | None, region: str | None) -> StorageOptions:
+    return StorageOptions(endpoint_url=endpoint_url or None, region=region or None)
+
+
+def _counts_table(title: str, counts: dict[str, int]) -> Table:
+    table = Table(title=title)
+    table.add_column("name")
+    table.add_column("count", justify="right")
+    for name, count in sorted(counts.items()):
+        table.add_row(str(name), str(count))
+    return table
+
+
+@data_app.command("synth")
+@user_errors
+def data_synth(
+    ctx: typer.Context,
+    out: Annotated[str, typer.Option("--out", help="Where to write: s3://bucket/prefix, file:// or a path.")],
+    videos: Annotated[int, typer.Option(help="Training videos (each yields 10 samples).")] = 40,
+    images: Annotated[int, typer.Option(help="Training images (each yields 4 samples).")] = 20,
+    benchmark_videos: Annotated[int, typer.Option(help="Held-out videos for the STVG/ELC/SVG benchmark.")] = 6,
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+) -> None:
+    """Write a synthetic ST-Align (mp4 videos, images, annotations, stage mixtures, benchmark)."""
+    from llavast.data.synth import SynthSpec, synthesize
+
+    with console.status("synthesising videos and annotations"):
+        result = synthesize(out, storage_options(endpoint_url, region),
+                            SynthSpec(videos=videos, images=images, benchmark_videos=benchmark_videos, seed=seed))
+    console.print(_counts_table(f"{result.total} samples under {result.root}", result.samples))
+    for stage, uri in result.mixtures.items():
+        console.print(f"stage {stage} mixture: {uri}")
+    for task, uri in result.benchmark.items():
+        console.print(f"benchmark {task}: {uri}")
+
+
+@data_app.command("index")
+@user_errors
+def data_index(
+    ctx: typer.Context,
+    mixture: Annotated[str, typer.Argument(help="Stage mixture YAML (URI or path).")],
+    out: Annotated[str, typer.Option("--out", help="Index folder to write (manifest/, summary.json, ...).")],
+    seed: Annotated[int, typer.Option(help="Seed of random:N sampling strategies.")] = 0,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on the first bad record instead of "
+                                                           "quarantining it.")] = False,
+    check_media: Annotated[bool, typer.Option(help="Check that every media file exists.")] = True,
+    rows_per_shard: Annotated[int, typer.Option(help="Manifest rows per Parquet shard.")] = 20_000,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to run on (default: a local Ray).")] = None,
+    num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray.")] = None,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+) -> None:
+    """Validate a stage mixture and write its Parquet manifest (a Ray Data job)."""
+    import ray
+
+    from llavast.data.index import build_index
+
+    if ray_address:
+        ray.init(address=ray_address)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        with console.status(f"indexing {mixture}"):
+            summary = build_index(mixture, out, storage_options(endpoint_url, region), seed=seed, strict=strict,
+                                  check_media=check_media, rows_per_shard=rows_per_shard)
+    finally:
+        ray.shutdown()
+    console.print(_counts_table(f"{summary['total']} samples indexed into {out}", summary["by_task"]))
+    console.print(_counts_table("per source", summary["by_source"]))
+    if summary["quarantined"]:
+        console.print(f"[yellow]{summary['quarantined']} record(s) quarantined[/yellow] "
+                      f"{json.dumps(summary['quarantined_by_reason'])}: see {out}/quarantine.jsonl")
