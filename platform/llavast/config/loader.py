@@ -1,6 +1,8 @@
 """Job YAML -> config object, with errors that name the file and the key path; config fingerprints.
 
-Kinds are looked up in `JOB_KINDS`, so the pipeline kind (a later issue) registers itself beside `stage`.
+Loading is: read YAML -> apply `extends:` -> apply `--set` overrides -> refuse literal secrets ->
+validate against the model of the job's `kind` (`JOB_KINDS`). A pipeline additionally resolves each
+node's job the same way and checks the graph, so `llavast validate` catches every error before a run.
 """
 
 from __future__ import annotations
@@ -13,10 +15,19 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from llavast.config.compose import apply_sets, check_secrets, deep_merge, resolve_extends
+from llavast.config.data_jobs import IndexJobConfig, SynthJobConfig
+from llavast.config.pipeline import NODE_REF, PipelineConfig
 from llavast.config.stage import StageJobConfig
 from llavast.errors import ConfigError
+from llavast.orchestrate.dag import Node, check_graph
 
-JOB_KINDS: dict[str, type[BaseModel]] = {"stage": StageJobConfig}
+JOB_KINDS: dict[str, type[BaseModel]] = {
+    "stage": StageJobConfig,
+    "synth": SynthJobConfig,
+    "index": IndexJobConfig,
+    "pipeline": PipelineConfig,
+}
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -58,13 +69,25 @@ def parse_job(raw: dict[str, Any], source: str = "<job>") -> BaseModel:
         raise ConfigError(validation_message(source, err)) from err
 
 
-def load_job(path: str | Path) -> BaseModel:
-    return parse_job(read_yaml(path), source=str(path))
+def read_job(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """The raw job mapping after `extends:` and `--set`, checked for literal secrets."""
+    path = Path(path)
+    raw = apply_sets(resolve_extends(read_yaml(path), path, read_yaml), sets)
+    check_secrets(raw, str(path))
+    return raw
 
 
-def load_stage_job(path: str | Path) -> StageJobConfig:
+def load_job(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> BaseModel:
+    """Any job kind; a pipeline comes back as a `ResolvedPipeline` with every node's job validated."""
+    raw = read_job(path, sets)
+    if raw.get("kind") == "pipeline":
+        return resolve_pipeline(parse_job(raw, source=str(path)), Path(path))
+    return parse_job(raw, source=str(path))
+
+
+def load_stage_job(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> StageJobConfig:
     """Load a `kind: stage` job YAML; any other kind is a ConfigError naming the file."""
-    job = load_job(path)
+    job = load_job(path, sets)
     if not isinstance(job, StageJobConfig):
         raise ConfigError(f"{path}: kind: expected 'stage' for `llavast train`, got {job.kind!r}")  # type: ignore[attr-defined]
     return job
@@ -79,3 +102,52 @@ def fingerprint(config: BaseModel) -> str:
     """sha256 of the canonical resolved config: equal configs, equal fingerprints, whatever the YAML's
     key order, comments or omitted defaults."""
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+class ResolvedPipeline(BaseModel):
+    """A pipeline whose nodes' jobs are loaded and validated: `jobs[name]` is the node's typed config."""
+
+    model_config = {"frozen": True, "arbitrary_types_allowed": True}
+
+    config: PipelineConfig
+    source: str
+    jobs: dict[str, BaseModel]
+
+    @property
+    def kind(self) -> str:
+        return "pipeline"
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def resolve_pipeline(config: PipelineConfig, path: Path) -> ResolvedPipeline:
+    """Load every node's job (defaults of its kind < the job YAML < the node's `set`) and check references."""
+    jobs: dict[str, BaseModel] = {}
+    for node in config.nodes:
+        where = f"{path}: nodes.{node.name}"
+        if node.job is not None:
+            job_path = (path.parent / node.job).resolve()
+            if not job_path.is_file():
+                raise ConfigError(f"{where}.job: {node.job} does not exist (looked for {job_path})")
+            raw = resolve_extends(read_yaml(job_path), job_path, read_yaml)
+            source = f"{job_path} (node {node.name} of {path})"
+        else:
+            raw, source = dict(node.spec or {}), f"{where}.spec"
+        kind = raw.get("kind", "stage")
+        raw = deep_merge(config.defaults.get(kind, {}), raw)
+        raw = apply_sets(raw, [f"{key}={json.dumps(value)}" for key, value in node.set.items()])
+        check_secrets(raw, source)
+        if kind == "pipeline":
+            raise ConfigError(f"{where}: a node cannot be a pipeline")
+        jobs[node.name] = parse_job(raw, source=source)
+    check_graph([Node(n.name, n.depends_on) for n in config.nodes])
+    for node in config.nodes:
+        init_from = getattr(getattr(jobs[node.name], "model", None), "init_from", None)
+        if isinstance(init_from, str) and init_from.startswith(NODE_REF):
+            target = init_from[len(NODE_REF):]
+            if target not in node.depends_on:
+                raise ConfigError(f"{path}: nodes.{node.name}: model.init_from names node {target!r}, which must "
+                                  f"also be in depends_on (depends_on: {list(node.depends_on)})")
+    return ResolvedPipeline(config=config, source=str(path), jobs=jobs)

@@ -6,16 +6,14 @@ defaults to the model's stage policy and can be overridden per stage here.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from llavast.config.base import Section
+from llavast.config.common import JobCommon
 from llavast.config.data import DataConfig
 from llavast.storage import StorageOptions
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 class ModelSection(Section):
@@ -134,11 +132,10 @@ class StorageSection(Section):
         return value
 
 
-class StageJobConfig(Section):
+class StageJobConfig(JobCommon):
     """One training stage: `llavast train STAGE.yaml` runs it as a Ray Train job."""
 
     kind: Literal["stage"] = "stage"
-    name: str
     model: ModelSection
     data: DataConfig
     train: TrainSection
@@ -147,13 +144,6 @@ class StageJobConfig(Section):
     compute: ComputeSection = Field(default_factory=ComputeSection)
     tracking: TrackingSection
     storage: StorageSection
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_a_slug(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("must be 1-100 letters, digits, '_', '.', '-' (it names runs and storage paths)")
-        return value
 
     @model_validator(mode="after")
     def _stage_needs_parent(self) -> StageJobConfig:

@@ -1,0 +1,112 @@
+"""Composing job YAMLs before validation: `extends:` chains, `--set key=value` overrides, secret checks.
+
+All three work on the raw mappings, so the schema validates the final result once and its errors name
+the file the user wrote. Values are never resolved from the environment here: a secret is written as a
+reference (`${env:NAME}`) and stays one until the process that needs it reads its own environment.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llavast.errors import ConfigError
+
+ENV_REF = re.compile(r"^\$\{env:[A-Za-z_][A-Za-z0-9_]*\}$")
+_SECRET_KEY = re.compile(r"(secret|password|passwd|token|api[_-]?key|access[_-]?key|private[_-]?key|credential)",
+                         re.IGNORECASE)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key, recursively; anything else (lists, scalars) in `override` replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def resolve_extends(raw: dict[str, Any], source: Path, read: Any, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Apply `extends: other.yaml` (relative to the file that says it), recursively; cycles are errors."""
+    source = source.resolve()
+    if source in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, source))
+        raise ConfigError(f"{source}: extends: cycle {cycle}")
+    parent = raw.get("extends")
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{source}: extends: must be the path of another job YAML, got {type(parent).__name__}")
+    parent_path = (source.parent / parent).resolve()
+    if not parent_path.is_file():
+        raise ConfigError(f"{source}: extends: {parent} does not exist (looked for {parent_path})")
+    base = resolve_extends(read(parent_path), parent_path, read, (*chain, source))
+    child = {k: v for k, v in raw.items() if k != "extends"}
+    return deep_merge({k: v for k, v in base.items() if k != "extends"}, child)
+
+
+def parse_set(assignment: str) -> tuple[list[str], Any]:
+    """`train.lr=2e-4` -> (["train", "lr"], 0.0002): the value is parsed as YAML (numbers, bools, lists)."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {assignment}: expected key.path=value")
+    path = [part for part in key.strip().split(".")]
+    if any(not part for part in path):
+        raise ConfigError(f"--set {assignment}: empty segment in the key path {key!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {assignment}: the value is not valid YAML ({err})") from err
+    return path, value
+
+
+def apply_sets(raw: dict[str, Any], assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply `--set` overrides. In a list of named items (pipeline `nodes`), a segment selects by name."""
+    result = copy.deepcopy(raw)
+    for assignment in assignments:
+        path, value = parse_set(assignment)
+        target: Any = result
+        for i, part in enumerate(path[:-1]):
+            where = ".".join(path[: i + 1])
+            if isinstance(target, list):
+                named = [item for item in target if isinstance(item, dict) and item.get("name") == part]
+                if not named:
+                    names = [item.get("name") for item in target if isinstance(item, dict)]
+                    raise ConfigError(f"--set {assignment}: no item named {part!r} at {where} (items: {names})")
+                target = named[0]
+            elif isinstance(target, dict):
+                target = target.setdefault(part, {})
+                if not isinstance(target, (dict, list)):
+                    raise ConfigError(f"--set {assignment}: {where} is a {type(target).__name__}, not a section")
+            else:
+                raise ConfigError(f"--set {assignment}: {where} is not a section")
+        if not isinstance(target, dict):
+            raise ConfigError(f"--set {assignment}: {'.'.join(path[:-1])} is not a section")
+        target[path[-1]] = value
+    return result
+
+
+def check_secrets(raw: Any, source: str, path: str = "") -> None:
+    """Refuse literal secrets: a key that names a secret must hold an `${env:NAME}` reference.
+
+    Job configs are logged as MLflow params and shipped in runtime envs; a literal credential in one
+    would end up in both. Cloud credentials come from the standard provider chain, never from YAML.
+    """
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            where = f"{path}.{key}" if path else str(key)
+            if _SECRET_KEY.search(str(key)) and isinstance(value, (str, int, float)) and value != "":
+                if not (isinstance(value, str) and ENV_REF.match(value)):
+                    raise ConfigError(
+                        f"{source}: {where}: looks like a secret written as a literal value; write "
+                        f"${{env:NAME}} and set NAME in the environment of the process that needs it")
+            check_secrets(value, source, where)
+    elif isinstance(raw, list):
+        for i, item in enumerate(raw):
+            check_secrets(item, source, f"{path}[{i}]")

@@ -1,0 +1,50 @@
+"""Data node kinds: `synth` (synthetic ST-Align) and `index` (a stage mixture -> Parquet manifest).
+
+They let a pipeline start from annotations rather than a prepared manifest: the demo pipeline runs
+synth -> index -> stage 1 -> stage 2 -> stage 3 as one DAG.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, NonNegativeInt, PositiveInt
+
+from llavast.config.base import Section
+from llavast.config.common import JobCommon
+from llavast.storage import StorageOptions
+
+
+class SynthSection(Section):
+    """Size of the synthetic dataset (see `llavast.data.synth.SynthSpec`)."""
+
+    videos: PositiveInt = 40
+    images: NonNegativeInt = 20
+    benchmark_videos: NonNegativeInt = 6
+    width: PositiveInt = 96
+    height: PositiveInt = 64
+    min_frames: PositiveInt = 16
+    max_frames: PositiveInt = 48
+    fps: PositiveInt = 8
+    seed: int = 0
+
+
+class SynthJobConfig(JobCommon):
+    """Write a synthetic ST-Align (videos, images, annotations, stage mixtures, benchmark) under `out`."""
+
+    kind: Literal["synth"] = "synth"
+    out: str
+    storage: StorageOptions = Field(default_factory=StorageOptions)
+    synth: SynthSection = Field(default_factory=SynthSection)
+
+
+class IndexJobConfig(JobCommon):
+    """Index a stage mixture YAML into a manifest folder (`llavast data index`)."""
+
+    kind: Literal["index"] = "index"
+    mixture: str
+    out: str
+    storage: StorageOptions = Field(default_factory=StorageOptions)
+    seed: int = 0
+    strict: bool = False
+    check_media: bool = True
