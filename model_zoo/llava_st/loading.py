@@ -22,6 +22,8 @@ from .modeling import LlavaSTForCausalLM
 from .stp import SpatialTemporalPacker
 from .vocab import add_coordinate_tokens
 
+DEFAULTS_FILE = "llava_st_defaults.json"
+
 
 def checkpoint_kind(path: str | Path) -> str:
     """"llava_onevision" or "llava_st", from the directory's config.json."""
@@ -34,13 +36,24 @@ def checkpoint_kind(path: str | Path) -> str:
     return model_type
 
 
+def checkpoint_defaults(path: str | Path) -> dict[str, Any]:
+    """LLaVA-ST fields a OneVision checkpoint directory suggests (`llava_st_defaults.json`), else none.
+
+    The tiny preset writes one, so its checkpoint loads as the tiny LLaVA-ST shape (N=4, ...) by path alone.
+    """
+    file = Path(path) / DEFAULTS_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
 def from_llava_onevision(path: str | Path, dtype: torch.dtype = torch.float32,
                          **overrides: Any) -> LlavaSTForCausalLM:
     """Build LLaVA-ST on a llava-hf LLaVA-OneVision checkpoint; `overrides` set LlavaSTConfig fields (N, k1...).
 
+    Field values: the paper's defaults < the checkpoint's `llava_st_defaults.json` < `overrides`.
     The pretrained modules are adopted, not copied: the LLaVA-ST shell is built on the meta device, so a
     7B checkpoint is held in memory once.
     """
+    overrides = {**checkpoint_defaults(path), **overrides}
     ov_config = LlavaOnevisionConfig.from_pretrained(path)
     config = LlavaSTConfig(
         vision_config=ov_config.vision_config.to_dict(), text_config=ov_config.text_config.to_dict(),

@@ -4,12 +4,13 @@ The SigLIP keeps the 27 x 27 patch grid (54 px frames, 2 px patches) so LAPE and
 geometry; widths and depths are toy-sized. The tokenizer is a byte-level BPE trained with `tokenizers`
 on a small generated corpus, with Qwen2's special tokens and chat template. `build_tiny_checkpoint`
 writes both in the llava-hf LLaVA-OneVision layout, so tests load them through the same path (a) as
-real pretrained weights.
+real pretrained weights, plus `llava_st_defaults.json` so the path alone loads the tiny LLaVA-ST shape.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from transformers import (
 )
 
 from .config import LlavaSTConfig
+from .loading import DEFAULTS_FILE
 
 QWEN2_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -96,4 +98,5 @@ def build_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     LlavaOnevisionForConditionalGeneration(ov_config).save_pretrained(path)
     build_tiny_tokenizer().save_pretrained(path)
+    (path / DEFAULTS_FILE).write_text(json.dumps(TINY_LLAVA_ST, indent=1, sort_keys=True))
     return path

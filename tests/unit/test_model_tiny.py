@@ -121,7 +121,10 @@ def test_save_load_round_trip_gives_identical_logits(tiny_model, video_batch, tm
 def test_loading_path_a_llava_onevision_checkpoint(tiny_checkpoint, tiny_tokenizer, video_batch):
     from transformers import LlavaOnevisionForConditionalGeneration
 
-    st = model_zoo.build("llava_st", tiny_checkpoint, num_frames=4, sigma=2, stp_width=32, stp_heads=4)
+    st = model_zoo.build("llava_st", tiny_checkpoint)  # the checkpoint's llava_st_defaults.json: the tiny shape
+    tiny = tiny_config()
+    assert (st.config.num_frames, st.config.sigma, st.config.stp_width) == (tiny.num_frames, tiny.sigma, tiny.stp_width)
+    assert model_zoo.build("llava_st", tiny_checkpoint, sigma=4).config.sigma == 4  # explicit overrides win
     ov = LlavaOnevisionForConditionalGeneration.from_pretrained(tiny_checkpoint)
     assert torch.equal(st.language_model.model.layers[1].mlp.up_proj.weight,
                        ov.model.language_model.layers[1].mlp.up_proj.weight)
