@@ -67,7 +67,8 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
 
 
 def apply_sets(raw: dict[str, Any], assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply `--set` overrides. In a list of named items (pipeline `nodes`), a segment selects by name."""
+    """Apply `--set` overrides. In a list of named items (pipeline `nodes`), a segment selects by name;
+    a mapping value merges into an existing section rather than replacing it."""
     result = copy.deepcopy(raw)
     for assignment in assignments:
         path, value = parse_set(assignment)
@@ -88,7 +89,11 @@ def apply_sets(raw: dict[str, Any], assignments: list[str] | tuple[str, ...]) ->
                 raise ConfigError(f"--set {assignment}: {where} is not a section")
         if not isinstance(target, dict):
             raise ConfigError(f"--set {assignment}: {'.'.join(path[:-1])} is not a section")
-        target[path[-1]] = value
+        leaf = path[-1]
+        if isinstance(value, dict) and isinstance(target.get(leaf), dict):
+            target[leaf] = deep_merge(target[leaf], value)  # a mapping value merges into the section
+        else:
+            target[leaf] = value
     return result
 
 

@@ -7,6 +7,7 @@ node's job the same way and checks the graph, so `llavast validate` catches ever
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -69,10 +70,34 @@ def parse_job(raw: dict[str, Any], source: str = "<job>") -> BaseModel:
         raise ConfigError(validation_message(source, err)) from err
 
 
+# Fields holding local paths or URIs; a relative plain path is relative to the YAML file that holds it.
+PATH_FIELDS: dict[str, tuple[str, ...]] = {
+    "stage": ("model.base", "data.manifest", "storage.root"),
+    "synth": ("out",),
+    "index": ("mixture", "out"),
+}
+COMMON_PATH_FIELDS = ("working_dir", "requirements")
+
+
+def anchor_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """Make the kind's relative plain paths absolute against `base_dir` (URIs and absolute paths stay)."""
+    out = copy.deepcopy(raw)
+    for dotted in PATH_FIELDS.get(raw.get("kind", "stage"), ()) + COMMON_PATH_FIELDS:
+        *parents, leaf = dotted.split(".")
+        section = out
+        for key in parents:
+            section = section.get(key) if isinstance(section, dict) else None
+        value = section.get(leaf) if isinstance(section, dict) else None
+        if isinstance(value, str) and value and "://" not in value and not value.startswith("/"):
+            section[leaf] = str((base_dir / value).resolve())
+    return out
+
+
 def read_job(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
-    """The raw job mapping after `extends:` and `--set`, checked for literal secrets."""
+    """The raw job mapping after `extends:`, path anchoring and `--set`, checked for literal secrets."""
     path = Path(path)
-    raw = apply_sets(resolve_extends(read_yaml(path), path, read_yaml), sets)
+    raw = anchor_paths(resolve_extends(read_yaml(path), path, read_yaml), path.resolve().parent)
+    raw = anchor_paths(apply_sets(raw, sets), Path.cwd())  # --set paths are relative to where you type them
     check_secrets(raw, str(path))
     return raw
 
@@ -131,13 +156,15 @@ def resolve_pipeline(config: PipelineConfig, path: Path) -> ResolvedPipeline:
             job_path = (path.parent / node.job).resolve()
             if not job_path.is_file():
                 raise ConfigError(f"{where}.job: {node.job} does not exist (looked for {job_path})")
-            raw = resolve_extends(read_yaml(job_path), job_path, read_yaml)
+            raw = anchor_paths(resolve_extends(read_yaml(job_path), job_path, read_yaml), job_path.parent)
             source = f"{job_path} (node {node.name} of {path})"
         else:
-            raw, source = dict(node.spec or {}), f"{where}.spec"
+            raw, source = anchor_paths(dict(node.spec or {}), path.resolve().parent), f"{where}.spec"
         kind = raw.get("kind", "stage")
-        raw = deep_merge(config.defaults.get(kind, {}), raw)
+        defaults = anchor_paths({"kind": kind, **config.defaults.get(kind, {})}, path.resolve().parent)
+        raw = deep_merge({k: v for k, v in defaults.items() if k != "kind"}, raw)
         raw = apply_sets(raw, [f"{key}={json.dumps(value)}" for key, value in node.set.items()])
+        raw = anchor_paths(raw, path.resolve().parent)  # a node's `set` paths are relative to the pipeline
         check_secrets(raw, source)
         if kind == "pipeline":
             raise ConfigError(f"{where}: a node cannot be a pipeline")

@@ -1,0 +1,161 @@
+"""Node kinds of a pipeline: how each fingerprints, finds an existing output, and runs.
+
+- `synth` and `index` write to storage; their output is the folder they wrote, marked with a small JSON
+  file holding the node fingerprint, so a re-run with the same inputs finds it and skips.
+- `stage` trains on Ray and registers a model version; the version is tagged with the node fingerprint,
+  so the registry itself answers "is this stage already done?".
+A node fingerprint is the job's config fingerprint combined with its dependencies' fingerprints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from llavast import storage
+from llavast.config.data_jobs import IndexJobConfig, SynthJobConfig
+from llavast.config.loader import fingerprint
+from llavast.config.pipeline import NODE_REF
+from llavast.config.stage import StageJobConfig
+from llavast.errors import ConfigError, StorageError
+from llavast.orchestrate.dag import Node, NodeResult, Status
+
+log = logging.getLogger(__name__)
+MARKER = "_llavast_node.json"
+
+
+def node_fingerprint(job: BaseModel, upstream: Mapping[str, NodeResult]) -> str:
+    parts = [fingerprint(job)] + [f"{name}={upstream[name].fingerprint}" for name in sorted(upstream)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def node_resources(job: BaseModel) -> dict[str, float]:
+    """What a node asks the cluster for at once (the DAG check refuses nodes larger than the cluster)."""
+    if isinstance(job, StageJobConfig):
+        c, d = job.compute, job.data
+        needs = {"CPU": c.num_workers * c.cpus_per_worker + d.decode_concurrency * d.decode_num_cpus}
+        if c.gpus_per_worker:
+            needs["GPU"] = c.num_workers * c.gpus_per_worker
+        if c.accelerator_type:
+            needs[f"accelerator_type:{c.accelerator_type}"] = 0.001 * c.num_workers
+        return needs
+    return {"CPU": 1.0}
+
+
+class _StorageMarked:
+    """Output = the job's `out` folder, valid when its marker holds the node fingerprint."""
+
+    def fingerprint(self, node: Node, upstream: Mapping[str, NodeResult]) -> str:
+        return node_fingerprint(node.spec, upstream)
+
+    def find_output(self, node: Node, fingerprint: str) -> str | None:
+        job = node.spec
+        try:
+            marker = json.loads(storage.read_text(storage.join(job.out, MARKER), job.storage))
+        except (StorageError, FileNotFoundError, ValueError):
+            return None
+        return job.out if marker.get("fingerprint") == fingerprint else None
+
+    def _mark(self, job: Any, fingerprint: str, details: dict[str, Any]) -> None:
+        storage.write_text(storage.join(job.out, MARKER),
+                           json.dumps({"fingerprint": fingerprint, "job": job.name, **details}, sort_keys=True),
+                           job.storage)
+
+
+class SynthExecutor(_StorageMarked):
+    def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult:
+        from llavast.data.synth import SynthSpec, synthesize
+
+        job: SynthJobConfig = node.spec
+        result = synthesize(job.out, job.storage, SynthSpec(**job.synth.model_dump()))
+        details = {"samples": result.total, "media_bytes": result.media_bytes}
+        self._mark(job, fingerprint, details)
+        return NodeResult(node.name, Status.SUCCEEDED, fingerprint, output=job.out, details=details)
+
+
+class IndexExecutor(_StorageMarked):
+    def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult:
+        from llavast.data.index import build_index
+
+        job: IndexJobConfig = node.spec
+        summary = build_index(job.mixture, job.out, job.storage, seed=job.seed, strict=job.strict,
+                              check_media=job.check_media)
+        details = {"samples": summary["total"], "quarantined": summary["quarantined"]}
+        self._mark(job, fingerprint, details)
+        return NodeResult(node.name, Status.SUCCEEDED, fingerprint, output=job.out, details=details)
+
+
+class StageExecutor:
+    """Runs a training stage under the pipeline's parent run and tags its version with the node fingerprint."""
+
+    def __init__(self, parent_run_id: str | None = None) -> None:
+        self.parent_run_id = parent_run_id
+
+    def fingerprint(self, node: Node, upstream: Mapping[str, NodeResult]) -> str:
+        return node_fingerprint(node.spec, upstream)
+
+    def _tracker(self, job: StageJobConfig) -> Any:
+        from llavast.tracking import Tracker
+
+        return Tracker(job.tracking.uri, timeout_s=job.tracking.timeout_s)
+
+    def find_output(self, node: Node, fingerprint: str) -> str | None:
+        from llavast.tracking.catalog import NODE_FINGERPRINT_TAG, find_version
+
+        job: StageJobConfig = node.spec
+        found = find_version(self._tracker(job), job.tracking.registered_model, NODE_FINGERPRINT_TAG, fingerprint)
+        return found.uri if found else None
+
+    def resolve(self, node: Node, upstream: Mapping[str, NodeResult]) -> StageJobConfig:
+        """The job as it runs: `init_from: node:X` -> X's registered version, nested under the parent run."""
+        job: StageJobConfig = node.spec
+        model, tracking = job.model, job.tracking
+        if model.init_from and model.init_from.startswith(NODE_REF):
+            target = model.init_from[len(NODE_REF):]
+            output = upstream[target].output
+            if not output:
+                raise ConfigError(f"nodes.{node.name}: model.init_from {model.init_from} has no output yet")
+            model = model.model_copy(update={"init_from": output})
+        if self.parent_run_id:
+            tracking = tracking.model_copy(update={"parent_run_id": self.parent_run_id})
+        return job.model_copy(update={"model": model, "tracking": tracking})
+
+    def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult:
+        from llavast.tracking.catalog import NODE_FINGERPRINT_TAG, tag_version
+        from llavast.train.run import run_stage
+
+        job = self.resolve(node, upstream)
+        result = run_stage(job)
+        tag_version(self._tracker(job), result.model_name, result.model_version, {NODE_FINGERPRINT_TAG: fingerprint})
+        details = {"steps": result.total_steps, "version": result.model_version, "run_id": result.mlflow_run_id,
+                   "loss": result.metrics.get("loss")}
+        return NodeResult(node.name, Status.SUCCEEDED, fingerprint,
+                          output=f"models:/{result.model_name}/{result.model_version}", details=details)
+
+
+class KindExecutor:
+    """Dispatches each node to the executor of its job's kind."""
+
+    def __init__(self, parent_run_id: str | None = None) -> None:
+        self.by_kind = {"synth": SynthExecutor(), "index": IndexExecutor(), "stage": StageExecutor(parent_run_id)}
+
+    def _for(self, node: Node) -> Any:
+        kind = getattr(node.spec, "kind", None)
+        if kind not in self.by_kind:
+            raise ConfigError(f"nodes.{node.name}: kind {kind!r} cannot run in a pipeline "
+                              f"(kinds: {sorted(self.by_kind)})")
+        return self.by_kind[kind]
+
+    def fingerprint(self, node: Node, upstream: Mapping[str, NodeResult]) -> str:
+        return self._for(node).fingerprint(node, upstream)
+
+    def find_output(self, node: Node, fingerprint: str) -> str | None:
+        return self._for(node).find_output(node, fingerprint)
+
+    def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult:
+        return self._for(node).run(node, upstream, fingerprint)

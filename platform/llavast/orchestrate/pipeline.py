@@ -1,0 +1,55 @@
+"""Run a resolved pipeline: the parent MLflow run, the capacity check, then the DAG runner."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+
+from llavast.config.loader import ResolvedPipeline, canonical_json
+from llavast.orchestrate.dag import Node, NodeResult, Status, check_graph, run_dag
+from llavast.orchestrate.executors import KindExecutor, node_resources
+
+log = logging.getLogger(__name__)
+
+
+def pipeline_nodes(pipeline: ResolvedPipeline) -> list[Node]:
+    return [Node(n.name, n.depends_on, pipeline.jobs[n.name], node_resources(pipeline.jobs[n.name]))
+            for n in pipeline.config.nodes]
+
+
+def pipeline_key(pipeline: ResolvedPipeline) -> str:
+    """Stable for the same pipeline and jobs: a re-run continues the same parent run (and so its stages resume)."""
+    text = canonical_json(pipeline.config) + "".join(canonical_json(pipeline.jobs[n]) for n in sorted(pipeline.jobs))
+    return f"pipeline-{pipeline.name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def run_pipeline(
+    pipeline: ResolvedPipeline,
+    *,
+    capacity: Mapping[str, float] | None = None,
+    from_node: str | None = None,
+    only: str | None = None,
+    dry_run: bool = False,
+    on_update: Callable[[NodeResult], None] | None = None,
+) -> dict[str, NodeResult]:
+    """Plan (`dry_run`) or run every node; `capacity` (the cluster's resources) is checked first."""
+    nodes = pipeline_nodes(pipeline)
+    check_graph(nodes, capacity)
+    parent_run_id = None
+    tracker = None
+    tracking = pipeline.config.tracking
+    if tracking is not None and not dry_run:
+        from llavast.tracking import Tracker
+
+        tracker = Tracker(tracking.uri)
+        key = pipeline_key(pipeline)
+        parent_run_id = tracker.ensure_run(tracking.experiment, run_key=key, run_name=pipeline.name,
+                                           tags={"llavast.kind": "pipeline", "llavast.source": pipeline.source})
+    results = run_dag(nodes, KindExecutor(parent_run_id), from_node=from_node, only=only,
+                      max_parallel=pipeline.config.max_parallel, dry_run=dry_run, on_update=on_update)
+    if tracker is not None and parent_run_id is not None:
+        failed = any(r.status in (Status.FAILED, Status.BLOCKED) for r in results.values())
+        tracker.set_tags(parent_run_id, {f"llavast.node.{name}": r.status.value for name, r in results.items()})
+        tracker.end_run(parent_run_id, "FAILED" if failed else "FINISHED")
+    return results
