@@ -120,3 +120,43 @@ class MlflowServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+PID_FILE = "mlflow-server.pid"
+
+
+def mlflow_up(state_dir: Path, port: int, host: str = "127.0.0.1") -> tuple[str, bool]:
+    """Start a detached MLflow server on `port` unless one already answers there: (uri, started now).
+
+    The server outlives this process (its own session); `mlflow_down` stops it by the pid file it leaves.
+    """
+    server = MlflowServer(Path(state_dir), port=port, host=host)
+    if server.healthy():
+        return server.uri, False
+    server.start()
+    assert server._proc is not None
+    (Path(state_dir) / PID_FILE).write_text(str(server._proc.pid))
+    server._proc = None  # detach: leave it running
+    return server.uri, True
+
+
+def mlflow_down(state_dir: Path, timeout_s: float = 20.0) -> bool:
+    """Stop the server `mlflow_up` started in `state_dir`; False when none was running."""
+    pid_file = Path(state_dir) / PID_FILE
+    if not pid_file.is_file():
+        return False
+    pid = int(pid_file.read_text())
+    pid_file.unlink()
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    os.killpg(pid, signal.SIGKILL)
+    return True
