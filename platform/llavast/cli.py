@@ -62,9 +62,9 @@ def storage_options(endpoint_url: str | None, region: str | None) -> StorageOpti
     return StorageOptions(endpoint_url=endpoint_url or None, region=region or None)
 
 
-def _counts_table(title: str, counts: dict[str, int]) -> Table:
-    table = Table(title=title)
-    table.add_column("name")
+def _counts_table(counts: dict[str, int], what: str = "name") -> Table:
+    table = Table()
+    table.add_column(what)
     table.add_column("count", justify="right")
     for name, count in sorted(counts.items()):
         table.add_row(str(name), str(count))
@@ -89,7 +89,8 @@ def data_synth(
     with console.status("synthesising videos and annotations"):
         result = synthesize(out, storage_options(endpoint_url, region),
                             SynthSpec(videos=videos, images=images, benchmark_videos=benchmark_videos, seed=seed))
-    console.print(_counts_table(f"{result.total} samples under {result.root}", result.samples))
+    console.print(f"{result.total} samples under {result.root}", soft_wrap=True)
+    console.print(_counts_table(result.samples, "source"))
     for stage, uri in result.mixtures.items():
         console.print(f"stage {stage} mixture: {uri}")
     for task, uri in result.benchmark.items():
@@ -115,20 +116,24 @@ def data_index(
     """Validate a stage mixture and write its Parquet manifest (a Ray Data job)."""
     import ray
 
+    from llavast.data.annotations import load_mixture
     from llavast.data.index import build_index
 
+    options = storage_options(endpoint_url, region)
+    load_mixture(mixture, options)  # a bad path or YAML fails here, before a Ray cluster starts
     if ray_address:
         ray.init(address=ray_address)
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     try:
         with console.status(f"indexing {mixture}"):
-            summary = build_index(mixture, out, storage_options(endpoint_url, region), seed=seed, strict=strict,
+            summary = build_index(mixture, out, options, seed=seed, strict=strict,
                                   check_media=check_media, rows_per_shard=rows_per_shard)
     finally:
         ray.shutdown()
-    console.print(_counts_table(f"{summary['total']} samples indexed into {out}", summary["by_task"]))
-    console.print(_counts_table("per source", summary["by_source"]))
+    console.print(f"{summary['total']} samples indexed into {out}", soft_wrap=True)
+    console.print(_counts_table(summary["by_task"], "task"))
+    console.print(_counts_table(summary["by_source"], "source"))
     if summary["quarantined"]:
         console.print(f"[yellow]{summary['quarantined']} record(s) quarantined[/yellow] "
-                      f"{json.dumps(summary['quarantined_by_reason'])}: see {out}/quarantine.jsonl")
+                      f"{json.dumps(summary['quarantined_by_reason'])}: see {out}/quarantine.jsonl", soft_wrap=True)

@@ -1,0 +1,124 @@
+"""The last step: sample rows -> the model's batch, plus the count of samples the pipeline dropped.
+
+`iter_batches(shard, ...)` wraps `DataIterator.iter_torch_batches` with `LlavaSTCollate`, which pads
+and stacks the rows that decoded (`status == "ok"`), turns uint8 frames into normalised float pixels,
+and counts every dropped row by reason. The counts travel with the batch to the consumer, so they are
+exact across decoding actors and workers without any shared counter; `DataStats` accumulates them
+for the trainer to log.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from ray.data.collate_fn import ArrowBatchCollateFn
+
+from llavast.data.pipeline import OK, PAD
+from model_zoo.llava_st.modeling import IGNORE_INDEX
+
+
+@dataclass
+class StreamBatch:
+    """One step's data: `inputs` is `model(**inputs)`'s keyword arguments, None when every row dropped.
+
+    Workers receive the same number of StreamBatches per epoch; one whose rows all dropped still
+    arrives (with `inputs=None`) so a trainer can keep its collectives in step.
+    """
+
+    inputs: dict[str, torch.Tensor] | None
+    uids: list[str]
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count (pads not included)
+    num_truncated: int = 0
+    media_bytes: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.uids)
+
+    @property
+    def num_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def to(self, device: torch.device | str) -> StreamBatch:
+        if self.inputs is None:
+            return self
+        return replace(self, inputs={k: v.to(device, non_blocking=True) for k, v in self.inputs.items()})
+
+
+@dataclass
+class DataStats:
+    """Running totals of what the stream delivered and dropped, as metrics a trainer can log."""
+
+    samples: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    truncated: int = 0
+    media_bytes: int = 0
+
+    def update(self, batch: StreamBatch) -> None:
+        self.samples += batch.size
+        self.dropped.update(batch.dropped)
+        self.truncated += batch.num_truncated
+        self.media_bytes += batch.media_bytes
+
+    def metrics(self, prefix: str = "data/") -> dict[str, float]:
+        out = {f"{prefix}samples": self.samples, f"{prefix}dropped": sum(self.dropped.values()),
+               f"{prefix}truncated": self.truncated, f"{prefix}media_bytes": self.media_bytes}
+        out.update({f"{prefix}dropped_{reason}": n for reason, n in sorted(self.dropped.items())})
+        return {k: float(v) for k, v in out.items()}
+
+
+class LlavaSTCollate(ArrowBatchCollateFn):
+    """pa.Table of sample rows -> StreamBatch with the model's batch contract (docs/data.md)."""
+
+    def __init__(self, pad_token_id: int, image_size: int) -> None:
+        self.pad_token_id = pad_token_id
+        self.image_size = image_size
+
+    def __call__(self, batch: pa.Table) -> StreamBatch:
+        status = batch.column("status").to_pylist()
+        dropped = Counter(s for s in status if s not in (OK, PAD))
+        keep = [i for i, s in enumerate(status) if s == OK]
+        media_bytes = int(sum(batch.column("media_bytes").to_pylist()))
+        rows = batch.take(keep).to_pylist() if keep else []
+        stream = StreamBatch(inputs=None, uids=[r["uid"] for r in rows], dropped=dict(dropped),
+                             num_truncated=sum(r["truncated"] for r in rows), media_bytes=media_bytes)
+        if rows:
+            stream.inputs = self._stack(rows)
+        return stream
+
+    def _stack(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = max(len(r["input_ids"]) for r in rows)
+        b = len(rows)
+        input_ids = torch.full((b, length), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((b, length), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((b, length), dtype=torch.long)
+        values = torch.zeros((b, length), dtype=torch.float32)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            input_ids[i, :n] = torch.tensor(r["input_ids"], dtype=torch.long)
+            labels[i, :n] = torch.tensor(r["labels"], dtype=torch.long)
+            values[i, :n] = torch.tensor(r["coord_values"], dtype=torch.float32)
+            attention[i, :n] = 1
+        s = self.image_size
+        frames = [np.frombuffer(r["frames"], dtype=np.uint8).reshape(r["num_media_frames"], s, s, 3) for r in rows]
+        pixels = torch.from_numpy(np.concatenate(frames)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "coord_values": values,
+                "pixel_values": pixels.contiguous(),
+                "media_kind": torch.tensor([r["media_kind"] for r in rows], dtype=torch.long)}
+
+
+def iter_batches(shard: Any, batch_size: int, pad_token_id: int, image_size: int, prefetch_batches: int = 2,
+                 local_shuffle_buffer: int | None = None, seed: int | None = None) -> Iterator[StreamBatch]:
+    """StreamBatches of a Ray Train dataset shard (`ray.train.get_dataset_shard("train")`), one epoch.
+
+    Batches stay on the CPU; call `batch.to(device)`.
+    """
+    yield from shard.iter_torch_batches(
+        batch_size=batch_size, collate_fn=LlavaSTCollate(pad_token_id, image_size), prefetch_batches=prefetch_batches,
+        local_shuffle_buffer_size=local_shuffle_buffer, local_shuffle_seed=seed, drop_last=False)
