@@ -1,0 +1,97 @@
+"""PrepareSamples + LlavaSTCollate without Ray: the batch contract, normalisation, drop and pad handling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+import model_zoo
+from llavast import storage
+from llavast.data import manifest
+from llavast.data.annotations import MixtureEntry
+from llavast.data.collate import DataStats, LlavaSTCollate
+from llavast.data.media import decode_video
+from llavast.data.pipeline import SAMPLE_SCHEMA, PrepareSamples, _pad_rows
+from llavast.data.records import Task
+from llavast.data.synth import SynthSpec, synthesize
+from llavast.storage import StorageOptions
+from model_zoo.llava_st import build_tiny_tokenizer, tiny_config
+from model_zoo.llava_st.vocab import add_coordinate_tokens
+
+OPTS = StorageOptions()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory):
+    root = synthesize(str(tmp_path_factory.mktemp("st")), OPTS, SynthSpec(videos=2, images=1, benchmark_videos=0)).root
+    config = tiny_config()
+    tokenizer = build_tiny_tokenizer()
+    add_coordinate_tokens(tokenizer, config)
+    return root, config, tokenizer
+
+
+def _row(root: str, source: str, index: int, task: Task, **edit) -> dict:
+    ext = "jsonl" if source in ("stvg", "rec", "qa") else "json"
+    text = Path(storage.parse(storage.join(root, "annotations", f"{source}.{ext}")).path).read_text()
+    records = [json.loads(x) for x in text.splitlines()] if ext == "jsonl" else json.loads(text)
+    record = {**records[index], **edit}
+    entry = MixtureEntry(json_path=f"{root}/annotations/{source}.{ext}", source=source, data_folder=root)
+    return manifest.manifest_row(record, entry, index, task)
+
+
+def test_prepare_and_collate(setup) -> None:
+    root, config, tokenizer = setup
+    storage.write_bytes(storage.join(root, "videos", "corrupt.mp4"), b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200, OPTS)
+    rows = [
+        _row(root, "stvg", 0, Task.STVG), _row(root, "rec", 0, Task.REC),
+        _row(root, "stvg", 1, Task.STVG, video="videos/corrupt.mp4"),
+        _row(root, "qa", 1, Task.QA, video="videos/missing.mp4"),
+    ]
+    no_values = {k: [] for k in manifest.VARIABLES_TYPE.names}
+    chat = json.dumps([{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}])
+    text = dict(rows[0], uid="text:0", media_kind=0, media_uri="", variables=no_values, conversations=chat)
+    table = pa.concat_tables([manifest.rows_to_table(rows + [text]), _pad_rows(1)])
+    prepared = PrepareSamples(tokenizer, config, max_length=4096, options=OPTS, fetch_threads=2)(table)
+    assert prepared.schema.equals(SAMPLE_SCHEMA)
+    assert prepared.column("status").to_pylist() == ["ok", "ok", "decode_error", "fetch_error", "ok", "pad"]
+
+    batch = LlavaSTCollate(tokenizer.pad_token_id, config.image_size)(prepared)
+    assert batch.uids == [rows[0]["uid"], rows[1]["uid"], "text:0"]
+    assert batch.dropped == {"decode_error": 1, "fetch_error": 1}
+    x = batch.inputs
+    s = config.image_size
+    assert x["media_kind"].tolist() == [2, 1, 0]
+    assert x["pixel_values"].shape == (config.num_frames + 1, 3, s, s) and x["pixel_values"].dtype == torch.float32
+    data = storage.read_bytes(rows[0]["media_uri"], OPTS)
+    window = (rows[0]["split_start"], rows[0]["split_end"]) if rows[0]["split_start"] >= 0 else None
+    frames = decode_video(data, config.num_frames, s, window)
+    expected = (torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    assert torch.allclose(x["pixel_values"][: config.num_frames], expected)
+    lengths = x["attention_mask"].sum(1)
+    for i, n in enumerate(lengths.tolist()):
+        assert (x["input_ids"][i, n:] == tokenizer.pad_token_id).all() and (x["labels"][i, n:] == -100).all()
+        assert (x["coord_values"][i, n:] == 0).all()
+    assert np.isclose(x["coord_values"][0].sum().item(), sum(sum(v) for v in rows[0]["variables"].values()), atol=1e-4)
+
+    stats = DataStats()
+    stats.update(batch)
+    assert stats.metrics()["data/dropped_decode_error"] == 1.0 and stats.metrics()["data/samples"] == 3.0
+
+    model = model_zoo.build("llava_st", config)
+    with torch.no_grad():
+        out = model(**x)
+    assert torch.isfinite(out.loss) and int(out.num_target_tokens) == int((x["labels"][:, 1:] != -100).sum())
+
+
+def test_all_dropped_batch_still_arrives(setup) -> None:
+    _, config, tokenizer = setup
+    table = pa.Table.from_pylist([{"uid": "a:1", "task": "QA", "status": "decode_error", "detail": "x", "media_kind": 2,
+                                   "num_media_frames": 0, "frames": b"", "media_bytes": 10, "input_ids": [],
+                                   "labels": [], "coord_values": [], "truncated": False}], schema=SAMPLE_SCHEMA)
+    batch = LlavaSTCollate(tokenizer.pad_token_id, config.image_size)(table)
+    assert batch.inputs is None and batch.size == 0 and batch.num_dropped == 1 and batch.media_bytes == 10
