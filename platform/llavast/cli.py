@@ -2,8 +2,8 @@
 module that prints for humans. A user-caused error (`LlavastError`) prints as one line and exits 1;
 `llavast --debug ...` shows its traceback.
 
-Sub-apps: `data` (synth, index). Add others with `app.add_typer(...)` and decorate commands with
-`@user_errors`.
+Sub-apps: `data` (synth, index), `services` (mlflow); commands: `train`. Add others with
+`app.add_typer(...)` and decorate commands with `@user_errors`.
 """
 
 from __future__ import annotations
@@ -137,3 +137,73 @@ def data_index(
     if summary["quarantined"]:
         console.print(f"[yellow]{summary['quarantined']} record(s) quarantined[/yellow] "
                       f"{json.dumps(summary['quarantined_by_reason'])}: see {out}/quarantine.jsonl", soft_wrap=True)
+
+
+# ---- train ------------------------------------------------------------------------------------------------
+@app.command("train")
+@user_errors
+def train(
+    ctx: typer.Context,
+    job_yaml: Annotated[str, typer.Argument(help="Stage job YAML (kind: stage).")],
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to run on (default: a local Ray).")] = None,
+    num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray.")] = None,
+) -> None:
+    """Run one training stage on Ray Train + DeepSpeed; register its artifact in MLflow.
+
+    Running the same YAML again resumes the stage from its latest checkpoint and continues its MLflow run.
+    """
+    import ray
+
+    from llavast.config.loader import load_stage_job
+    from llavast.tracking import check_reachable
+    from llavast.train.run import run_stage
+
+    job = load_stage_job(job_yaml)  # a bad YAML or an unreachable MLflow fails here, before Ray starts
+    check_reachable(job.tracking.uri, job.tracking.timeout_s)
+    if ray_address:
+        ray.init(address=ray_address)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        with console.status(f"training stage {job.train.stage} of {job.name}"):
+            result = run_stage(job)
+    finally:
+        ray.shutdown()
+    table = Table(show_header=False)
+    for key, value in [("run", result.run_name), ("steps", str(result.total_steps)),
+                       ("final loss", f"{result.metrics.get('loss', float('nan')):.4f}"),
+                       ("artifact", result.artifact_uri), ("MLflow run", result.mlflow_run_id),
+                       ("registered", f"models:/{result.model_name}/{result.model_version} (@{job.alias})")]:
+        table.add_row(key, value)
+    console.print(table)
+
+
+# ---- services ---------------------------------------------------------------------------------------------
+services_app = typer.Typer(no_args_is_help=True, help="Local services for the embedded default.")
+app.add_typer(services_app, name="services")
+
+
+@services_app.command("mlflow")
+@user_errors
+def services_mlflow(
+    ctx: typer.Context,
+    state_dir: Annotated[str, typer.Option("--dir", help="Where the sqlite store and artifacts live.")] = ".mlflow",
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Run a local MLflow tracking server (sqlite store) until Ctrl-C."""
+    import time
+    from pathlib import Path
+
+    from llavast.services import MlflowServer
+
+    server = MlflowServer(state_dir=Path(state_dir), port=port).start()
+    console.print(f"MLflow at {server.uri} (state in {state_dir}); Ctrl-C stops it", soft_wrap=True)
+    try:
+        while server.healthy():
+            time.sleep(2)
+        errors.print(f"[red]error:[/red] the MLflow server stopped; see {server.log_path}")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

@@ -11,6 +11,9 @@ from typing import Any
 
 from llavast.config.stage import DeepSpeedSection, TrainSection
 
+DEFAULT_BUCKET = 500_000_000  # DeepSpeed's default bucket size, in elements
+MIN_BUCKET = 1_000_000
+
 
 def resolved_precision(ds: DeepSpeedSection, use_gpu: bool) -> str:
     if ds.precision != "auto":
@@ -26,9 +29,17 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def deepspeed_config(ds: DeepSpeedSection, train: TrainSection, use_gpu: bool) -> dict[str, Any]:
+def deepspeed_config(ds: DeepSpeedSection, train: TrainSection, use_gpu: bool,
+                     trainable_numel: int | None = None) -> dict[str, Any]:
+    """`trainable_numel` caps the communication buckets: DeepSpeed allocates them whole (5e8 elements,
+    2 GB in fp32, by default), which is waste when a stage trains fewer parameters (LoRA + STP + LAPE)."""
     precision = resolved_precision(ds, use_gpu)
     zero: dict[str, Any] = {"stage": ds.zero_stage, "contiguous_gradients": True, "overlap_comm": use_gpu}
+    if trainable_numel is not None:
+        bucket = int(min(DEFAULT_BUCKET, max(trainable_numel, MIN_BUCKET)))
+        zero.update(reduce_bucket_size=bucket, allgather_bucket_size=bucket)
+        if ds.zero_stage == 3:
+            zero.update(stage3_prefetch_bucket_size=bucket)
     if ds.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": use_gpu}
     if ds.offload_params:

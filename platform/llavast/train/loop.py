@@ -1,0 +1,189 @@
+"""The per-worker training loop: build the stage model -> DeepSpeed -> resume -> stream this rank's data
+-> step, log, checkpoint -> export the stage artifact. Ray Train runs `train_loop_per_worker` on every
+worker; everything it calls is a small helper, so the loop reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import deepspeed
+import ray.train
+import ray.train.torch
+import torch
+from ray.data import DataContext
+from ray.train import CheckpointUploadMode
+
+from llavast.config.stage import StageJobConfig
+from llavast.data.collate import DataStats, iter_batches
+from llavast.tracking import MetricsLogger
+from llavast.train import shard
+from llavast.train.artifact import read_artifact, write_artifact
+from llavast.train.checkpoint import Progress, load_checkpoint, save_checkpoint
+from llavast.train.ds_config import deepspeed_config
+from llavast.train.files import download_dir, upload_dir
+from llavast.train.hooks import TestHooks
+from llavast.train.metrics import StepMeter
+from llavast.train.optim import build_optimizer, cosine_with_warmup, optimizer_groups
+from llavast.train.policy import resolve_policy
+from llavast.train.stage_model import StageModel, build_stage_model, export_artifact, snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoopArgs:
+    """Everything a worker needs, resolved once by the driver (no env reads, no registry calls here)."""
+
+    job: StageJobConfig
+    fingerprint: str
+    run_name: str
+    mlflow_run_id: str
+    parent_dir_uri: str | None  # the parent stage artifact on object storage (already resolved)
+    artifact_uri: str  # where this stage's artifact goes
+    total_steps: int
+    lineage: dict[str, str] = field(default_factory=dict)
+    hooks: TestHooks = field(default_factory=TestHooks)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    args: LoopArgs = config["args"]
+    job, hooks = args.job, args.hooks
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    DataContext.get_current().execution_options.preserve_order = True  # this worker's stream keeps its plan
+    cache = Path(tempfile.gettempdir()) / "llavast-cache"
+
+    # 1. The stage model: base -> parent artifact -> LoRA merge/add -> freeze per policy.
+    stage = build_stage_model(
+        job.model.name, download_dir(job.model.base, job.storage.options, cache), job.model.overrides,
+        resolve_policy(job.train, _hooks_of(job)), job.lora,
+        read_artifact(download_dir(args.parent_dir_uri, job.storage.options, cache)) if args.parent_dir_uri else None,
+        seed=job.train.seed)
+    if job.train.gradient_checkpointing:
+        stage.model.gradient_checkpointing_enable()
+    stage.model.to(device)
+
+    # 2. DeepSpeed around a torch AdamW (one group per trainable part) and the cosine schedule.
+    groups = optimizer_groups(stage.model, stage.hooks, stage.policy, job.train)
+    optimizer = build_optimizer(groups)
+    scheduler = cosine_with_warmup(optimizer, args.total_steps, job.train.warmup_ratio)
+    engine, _, _, _ = deepspeed.initialize(
+        model=stage.model, optimizer=optimizer, lr_scheduler=scheduler,
+        config=deepspeed_config(job.deepspeed, job.train, use_gpu=job.compute.use_gpu,
+                                trainable_numel=sum(p.numel() for g in groups for p in g["params"])))
+    zero3 = job.deepspeed.zero_stage == 3
+
+    # 3. Resume from the latest checkpoint Ray Train hands back, if any.
+    step, dropped = 0, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        progress = load_checkpoint(engine, checkpoint, world, args.fingerprint)
+        step, dropped = progress.step, progress.dropped_samples
+        log.info("rank %d resumed at step %d", rank, step)
+    elif hooks.wants_params:
+        _dump(stage, engine.module, zero3, hooks, "before", rank)
+    logger = MetricsLogger(job.tracking.uri, args.mlflow_run_id) if rank == 0 else None
+    if logger is not None and checkpoint is not None:
+        logger.log({"resumed_from_step": step}, step=step)
+
+    # 4. This rank's samples, epoch by epoch, from the position the step implies.
+    files = shard.manifest_files(job.data)
+    uids = shard.read_uids(job.data, files)
+    per_step = job.train.micro_batch_size * job.train.grad_accum_steps
+    per_epoch = shard.steps_per_epoch(shard.plan_epoch(uids, "none", 0, 0, world), per_step)
+    stats, metrics = DataStats(), {}
+    while step < args.total_steps:
+        epoch, in_epoch = divmod(step, per_epoch)
+        plan = shard.plan_epoch(uids, job.data.shuffle, job.data.seed, epoch, world)
+        rows = shard.rank_rows(job.data, files, plan, rank, skip=in_epoch * per_step)
+        ds = shard.rank_dataset(job.data, rows, stage.model.config, stage.tokenizer)
+        batches = iter_batches(ds, job.train.micro_batch_size, stage.tokenizer.pad_token_id,
+                               stage.model.config.image_size, prefetch_batches=job.data.prefetch_batches)
+        for _ in range(min(per_epoch - in_epoch, args.total_steps - step)):
+            hooks.maybe_kill(rank, step)
+            meter = StepMeter()
+            for _ in range(job.train.grad_accum_steps):
+                waited = time.perf_counter()
+                batch = next(batches).to(device)
+                waited = time.perf_counter() - waited
+                stats.update(batch)
+                hooks.log_samples(rank, step + 1, batch.uids)
+                inputs = batch.inputs if batch.inputs is not None else _empty_inputs(stage, device)
+                out = engine(**inputs)
+                engine.backward(out.loss)
+                engine.step()
+                meter.add(out.loss.item(), int(out.num_target_tokens), batch.size,
+                          int(inputs["attention_mask"].sum()), waited, batch.num_dropped)
+            step += 1
+            metrics = _step_metrics(meter, engine, device, world)
+            dropped += int(metrics.pop("dropped"))
+            metrics.update(dropped_samples=dropped, samples_consumed=step * per_step * world)
+            if logger is not None and step % job.train.log_every == 0:
+                logger.log(metrics, step=step)
+            if step % job.train.checkpoint_every == 0 or step == args.total_steps:
+                progress = Progress(step=step, samples_consumed=step * per_step * world, dropped_samples=dropped,
+                                    world_size=world, fingerprint=args.fingerprint)
+                _report_checkpoint(engine, job, metrics, progress, rank)
+
+    # 5. The stage artifact: gathered on every rank under ZeRO-3, written by rank 0.
+    artifact = export_artifact(stage, engine.module, zero3, _manifest(args, metrics, step))
+    if hooks.wants_params:
+        _dump(stage, engine.module, zero3, hooks, "after", rank)
+    if rank == 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            upload_dir(write_artifact(Path(tmp), artifact, stage.tokenizer), args.artifact_uri, job.storage.options)
+        log.info("stage %d artifact written to %s", job.train.stage, args.artifact_uri)
+    if logger is not None:
+        logger.log(stats.metrics(prefix="data_rank0/"), step=step)
+        logger.close()
+    ray.train.report({**metrics, "step": step, "artifact_written": 1.0})
+
+
+def _hooks_of(job: StageJobConfig) -> Any:
+    import model_zoo
+
+    return model_zoo.spec(job.model.name).policy
+
+
+def _empty_inputs(stage: StageModel, device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch whose every sample was dropped still steps every rank (collectives stay in step): two
+    padding tokens without targets give a zero loss and zero gradients."""
+    pad = stage.tokenizer.pad_token_id
+    return {"input_ids": torch.full((1, 2), pad, dtype=torch.long, device=device),
+            "attention_mask": torch.ones((1, 2), dtype=torch.long, device=device),
+            "labels": torch.full((1, 2), -100, dtype=torch.long, device=device)}
+
+
+def _step_metrics(meter: StepMeter, engine: Any, device: torch.device, world: int) -> dict[str, float]:
+    metrics = meter.reduce(device, world)
+    for group, lr in zip(engine.optimizer.param_groups, engine.get_lr()):
+        metrics[f"lr/{group.get('name', 'group')}"] = float(lr)
+    return metrics
+
+
+def _report_checkpoint(engine: Any, job: StageJobConfig, metrics: dict[str, float], progress: Progress,
+                       rank: int) -> None:
+    mode = CheckpointUploadMode.ASYNC if job.train.async_checkpoint_upload else CheckpointUploadMode.SYNC
+    ray.train.report({**metrics, "step": progress.step}, checkpoint=save_checkpoint(engine, progress, rank),
+                     checkpoint_dir_name=f"step_{progress.step:08d}", checkpoint_upload_mode=mode)
+
+
+def _manifest(args: LoopArgs, metrics: dict[str, float], step: int) -> dict[str, Any]:
+    job = args.job
+    return {"model": job.model.name, "stage": job.train.stage, "base": job.model.base,
+            "parent": args.parent_dir_uri, "data_manifest": job.data.manifest, "fingerprint": args.fingerprint,
+            "run_name": args.run_name, "mlflow_run_id": args.mlflow_run_id, "steps": step,
+            "metrics": metrics, "lineage": args.lineage}
+
+
+def _dump(stage: StageModel, model: torch.nn.Module, zero3: bool, hooks: TestHooks, name: str, rank: int) -> None:
+    tensors = snapshot(model, stage.hooks, set(stage.hooks.GROUPS), zero3)
+    if rank == 0:
+        hooks.dump_params(name, tensors)

@@ -1,0 +1,85 @@
+"""One stage end to end, on the driver: resolve, track, plan, train on Ray, register.
+
+    check MLflow (unreachable -> TrackingError) -> resolve init_from -> the stage's MLflow run (created,
+    or continued when the same job runs again) -> plan the steps from the manifest -> TorchTrainer.fit()
+    -> register the artifact, move the stage alias, tag lineage -> finish the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llavast import storage
+from llavast.config.loader import fingerprint
+from llavast.config.stage import StageJobConfig
+from llavast.errors import TrainError
+from llavast.tracking import Tracker, download_artifact, flatten_params, register_stage_artifact, resolve_init_from
+from llavast.train import shard
+from llavast.train.hooks import TestHooks
+from llavast.train.loop import LoopArgs
+from llavast.train.trainer import build_trainer, stage_run_name
+
+log = logging.getLogger(__name__)
+ARTIFACTS_DIR = "artifacts"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    run_name: str
+    mlflow_run_id: str
+    artifact_uri: str
+    model_name: str
+    model_version: str
+    total_steps: int
+    metrics: dict[str, Any]
+
+
+def plan_total_steps(job: StageJobConfig) -> int:
+    """Optimizer steps of the stage, from the manifest size, worker count and batch sizes."""
+    shard.check_data_config(job.data)
+    uids = shard.read_uids(job.data, shard.manifest_files(job.data))
+    plan = shard.plan_epoch(uids, "none", 0, 0, job.compute.num_workers)
+    per_epoch = shard.steps_per_epoch(plan, job.train.micro_batch_size * job.train.grad_accum_steps)
+    return shard.total_steps(job.train.max_steps, job.train.epochs, per_epoch)
+
+
+def run_stage(job: StageJobConfig, hooks: TestHooks | None = None) -> StageResult:
+    """Train one stage on the current Ray cluster and register its artifact; raise TrainError on failure."""
+    fp = fingerprint(job)
+    run_name = stage_run_name(job, fp)
+    tracker = Tracker(job.tracking.uri, timeout_s=job.tracking.timeout_s)
+    parent = resolve_init_from(job.model.init_from, tracker) if job.model.init_from else None
+    parent_dir = parent.uri if parent else None
+    if parent is not None and parent.needs_mlflow_download:  # registered from a local storage root
+        parent_dir = str(download_artifact(parent, tracker, Path(tempfile.mkdtemp(prefix="llavast-parent-"))))
+    lineage = {"llavast.stage": str(job.train.stage), "llavast.base": job.model.base,
+               "llavast.init_from": job.model.init_from or "", "llavast.parent_artifact": parent.uri if parent else "",
+               "llavast.parent_version": f"{parent.model_name}/{parent.version}" if parent and parent.version else "",
+               "llavast.data_manifest": job.data.manifest, "llavast.fingerprint": fp, "llavast.run_name": run_name}
+    run_id = tracker.ensure_run(job.tracking.experiment, run_key=run_name, run_name=f"{job.name}-{job.alias}",
+                                parent_run_id=job.tracking.parent_run_id, tags=lineage)
+    tracker.log_params(run_id, flatten_params(job.model_dump(mode="json")))
+    total = plan_total_steps(job)
+    tracker.log_params(run_id, {"resolved.total_steps": str(total), "resolved.fingerprint": fp})
+    artifact_uri = storage.join(job.storage.root, ARTIFACTS_DIR, run_name)
+    args = LoopArgs(job=job, fingerprint=fp, run_name=run_name, mlflow_run_id=run_id, parent_dir_uri=parent_dir,
+                    artifact_uri=artifact_uri, total_steps=total, lineage=lineage, hooks=hooks or TestHooks())
+    log.info("stage %d: %d steps on %d workers, run %s", job.train.stage, total, job.compute.num_workers, run_name)
+    try:
+        result = build_trainer(args).fit()
+    except Exception as err:
+        tracker.end_run(run_id, "FAILED")
+        raise TrainError(f"stage {job.train.stage} ({run_name}) failed: {err}; run the same job again to resume "
+                         f"from its latest checkpoint") from err
+    version = register_stage_artifact(tracker, job.tracking.registered_model, artifact_uri, alias=job.alias,
+                                      run_id=run_id, tags=lineage)
+    tracker.set_tags(run_id, {"llavast.model_version": f"{job.tracking.registered_model}/{version}",
+                              "llavast.artifact": artifact_uri})
+    tracker.end_run(run_id)
+    return StageResult(run_name=run_name, mlflow_run_id=run_id, artifact_uri=artifact_uri,
+                       model_name=job.tracking.registered_model, model_version=version, total_steps=total,
+                       metrics=dict(result.metrics or {}))

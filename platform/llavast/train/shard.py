@@ -1,0 +1,152 @@
+"""Each worker's slice of the data, in a fixed order, so a resumed stage skips exactly what it trained on.
+
+Ray Train's `streaming_split` hands blocks to whichever worker asks first, so which samples a worker
+saw by step k is not reproducible, and a restart could neither skip them nor keep the workers' step
+counts equal. Instead every worker computes the same plan from the manifest's uids and the seed:
+
+    canonical order: manifest shards by name, rows in file order ("none"); a seeded permutation of it
+        per epoch ("rows"), or of its shards ("blocks")
+    padded to a multiple of world_size with pad rows; position p goes to rank p % world_size
+    rank r's list: its positions in order; a resume at sample k of the epoch starts at list[k]
+
+and streams its list through the data pipeline's decoding actors (`PrepareSamples`): read the manifest
+keeping this rank's rows past the resume point, order them by list position, decode, tokenise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+
+from llavast import storage
+from llavast.config.data import DataConfig
+from llavast.data import manifest
+from llavast.data.pipeline import PrepareSamples, check_against_model
+from llavast.data.records import MediaKind
+from llavast.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Which manifest rows each rank trains on, in which order, for one epoch."""
+
+    uids: list[str]  # padded global order; "" marks a pad row
+    world_size: int
+
+    @property
+    def per_rank(self) -> int:
+        return len(self.uids) // self.world_size
+
+    def rank_uids(self, rank: int) -> list[str]:
+        return self.uids[rank::self.world_size]
+
+
+def manifest_files(cfg: DataConfig) -> list[str]:
+    """The manifest's Parquet shards in canonical (name) order."""
+    manifest.read_summary(cfg.manifest, cfg.storage)  # refuses an unfinished index
+    files = storage.list_files(storage.join(cfg.manifest, manifest.MANIFEST_DIR), cfg.storage, suffix=".parquet")
+    if not files:
+        raise DataError(f"{cfg.manifest} has no manifest shards; re-run `llavast data index`")
+    return files
+
+
+def read_uids(cfg: DataConfig, files: list[str]) -> list[list[str]]:
+    """The uid column of each shard (cheap: rows hold no media)."""
+    out = []
+    for uri in files:
+        fs, path = storage.arrow_filesystem(uri, cfg.storage)
+        out.append(pq.read_table(path, filesystem=fs, columns=["uid"]).column("uid").to_pylist())
+    return out
+
+
+def plan_epoch(uids_per_file: list[list[str]], shuffle: str, seed: int, epoch: int, world_size: int) -> ShardPlan:
+    """The epoch's global order (deterministic in seed and epoch), padded to a multiple of world_size."""
+    rng = np.random.default_rng([seed, epoch])
+    if shuffle == "blocks":
+        order = [uid for i in rng.permutation(len(uids_per_file)) for uid in uids_per_file[i]]
+    else:
+        order = [uid for uids in uids_per_file for uid in uids]
+        if shuffle == "rows":
+            order = [order[i] for i in rng.permutation(len(order))]
+    order += [""] * (-len(order) % world_size)
+    return ShardPlan(uids=order, world_size=world_size)
+
+
+def check_data_config(cfg: DataConfig) -> None:
+    if cfg.local_shuffle_buffer is not None:
+        raise ConfigError("data.local_shuffle_buffer: not supported for training: an exact resume needs a "
+                          "deterministic order; use data.shuffle: rows (a seeded global shuffle)")
+
+
+def _pad_rows(count: int) -> pa.Table:
+    empty = {k: [] for k in manifest.VARIABLES_TYPE.names}
+    rows = [{"uid": "", "id": "", "source": "", "task": "", "source_file": "", "record_index": -1,
+             "media_kind": int(MediaKind.TEXT), "media_uri": "", "split_start": -1, "split_end": -1,
+             "conversations": "[]", "variables": empty} for _ in range(count)]
+    return pa.Table.from_pylist(rows, schema=manifest.SCHEMA)
+
+
+def rank_rows(cfg: DataConfig, files: list[str], plan: ShardPlan, rank: int, skip: int) -> pa.Table:
+    """Rank `rank`'s manifest rows from list position `skip` on, in list order (pad rows last).
+
+    Read with pyarrow, shard by shard, keeping only this rank's rows: a rank holds its own share of the
+    manifest (rows carry text and URIs, no media), never the whole of it.
+    """
+    mine = plan.rank_uids(rank)[skip:]
+    real = [uid for uid in mine if uid]
+    if mine[len(real):] != [""] * (len(mine) - len(real)):
+        raise AssertionError("pad rows must close the rank's list")
+    wanted = pa.array(real, type=pa.string())
+    parts = []
+    for uri in files:
+        fs, path = storage.arrow_filesystem(uri, cfg.storage)
+        table = pq.read_table(path, filesystem=fs, schema=manifest.SCHEMA)
+        parts.append(table.filter(pc.is_in(table.column("uid"), value_set=wanted)))
+    table = pa.concat_tables(parts) if parts else manifest.SCHEMA.empty_table()
+    position = {uid: i for i, uid in enumerate(real)}
+    found = table.column("uid").to_pylist()
+    if len(found) != len(real):
+        missing = sorted(set(real) - set(found))[:3]
+        raise DataError(f"{cfg.manifest}: rows {missing} vanished from the manifest while training; re-index")
+    ordered = table.take(pa.array(sorted(range(len(found)), key=lambda i: position[found[i]]), type=pa.int64()))
+    return pa.concat_tables([ordered, _pad_rows(len(mine) - len(real))])
+
+
+def rank_dataset(cfg: DataConfig, rows: pa.Table, model_config: Any, tokenizer: Any) -> ray.data.Dataset:
+    """The decoded samples of `rows`, in order, through the data pipeline's decoding actors.
+
+    Blocks of `decode_batch_size` rows let the actor pool decode in parallel; the caller's DataContext
+    must preserve order (the train loop sets it).
+    """
+    check_against_model(cfg, model_config)
+    size = cfg.decode_batch_size
+    blocks = [rows.slice(i, size) for i in range(0, rows.num_rows, size)]
+    return ray.data.from_arrow(blocks).map_batches(
+        PrepareSamples, batch_size=size, batch_format="pyarrow", zero_copy_batch=True,
+        compute=ray.data.ActorPoolStrategy(size=cfg.decode_concurrency), num_cpus=cfg.decode_num_cpus,
+        fn_constructor_kwargs={"tokenizer": tokenizer, "config": model_config, "max_length": cfg.max_length,
+                               "options": cfg.storage, "fetch_threads": cfg.fetch_threads})
+
+
+def steps_per_epoch(plan: ShardPlan, samples_per_step: int) -> int:
+    """Optimizer steps one epoch gives: each rank consumes samples_per_step per step; the tail that
+    does not fill a whole step is left out of that epoch (every rank does the same number of steps)."""
+    steps = plan.per_rank // samples_per_step
+    if steps == 0:
+        raise DataError(f"the manifest has {plan.per_rank} samples per worker, fewer than one step needs "
+                        f"({samples_per_step} = micro_batch_size x grad_accum_steps); lower them or add data")
+    return steps
+
+
+def total_steps(max_steps: int | None, epochs: float, per_epoch: int) -> int:
+    return max_steps if max_steps is not None else max(1, math.ceil(epochs * per_epoch))

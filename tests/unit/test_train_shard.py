@@ -1,0 +1,67 @@
+"""The per-rank data plan: deterministic, disjoint, complete, resumable at any position."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from llavast.config.data import DataConfig
+from llavast.data import manifest
+from llavast.errors import ConfigError, DataError
+from llavast.train.shard import check_data_config, plan_epoch, rank_rows, steps_per_epoch, total_steps
+
+FILES = [[f"a:{i}" for i in range(5)], [f"b:{i}" for i in range(4)]]  # 9 samples in two shards
+
+
+def test_plan_is_deterministic_and_each_epoch_reshuffles() -> None:
+    first, again = plan_epoch(FILES, "rows", 7, 0, 2), plan_epoch(FILES, "rows", 7, 0, 2)
+    assert first == again
+    assert plan_epoch(FILES, "rows", 7, 1, 2).uids != first.uids
+    assert plan_epoch(FILES, "none", 7, 0, 2).uids == FILES[0] + FILES[1] + [""]
+    blocks = plan_epoch(FILES, "blocks", 7, 0, 1).uids
+    assert blocks in (FILES[0] + FILES[1], FILES[1] + FILES[0])
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_ranks_are_disjoint_complete_and_equal_sized(world: int) -> None:
+    plan = plan_epoch(FILES, "rows", 0, 0, world)
+    lists = [plan.rank_uids(r) for r in range(world)]
+    assert all(len(rank) == plan.per_rank for rank in lists)
+    real = [uid for rank in lists for uid in rank if uid]
+    assert sorted(real) == sorted(FILES[0] + FILES[1])
+    for rank in lists:  # pads only at the tail of a rank's list
+        assert "" not in rank[:len([u for u in rank if u])]
+
+
+def test_steps_and_totals() -> None:
+    plan = plan_epoch(FILES, "none", 0, 0, 2)  # 5 positions per rank
+    assert steps_per_epoch(plan, 2) == 2  # the fifth position waits for the next epoch
+    assert total_steps(None, 2.5, 2) == 5 and total_steps(7, 1.0, 2) == 7
+    with pytest.raises(DataError, match="fewer than one step needs"):
+        steps_per_epoch(plan, 6)
+    with pytest.raises(ConfigError, match="data.local_shuffle_buffer"):
+        check_data_config(DataConfig(manifest="x", local_shuffle_buffer=4))
+
+
+def _row(uid: str) -> dict:
+    return {"uid": uid, "id": uid, "source": uid[0], "task": "caption", "source_file": "f", "record_index": 0,
+            "media_kind": 0, "media_uri": "", "split_start": -1, "split_end": -1, "conversations": "[]",
+            "variables": {k: [] for k in manifest.VARIABLES_TYPE.names}}
+
+
+def test_rank_rows_follow_the_plan_from_the_resume_point(tmp_path: Path) -> None:
+    files = []
+    for i, uids in enumerate(FILES):
+        path = tmp_path / f"part-{i}.parquet"
+        pq.write_table(pa.Table.from_pylist([_row(u) for u in uids], schema=manifest.SCHEMA), path)
+        files.append(str(path))
+    cfg = DataConfig(manifest=str(tmp_path))
+    plan = plan_epoch(FILES, "rows", 3, 0, 2)
+    for rank in range(2):
+        for skip in (0, 2, plan.per_rank - 1):
+            rows = rank_rows(cfg, files, plan, rank, skip)
+            assert rows.schema.equals(manifest.SCHEMA)
+            assert rows.column("uid").to_pylist() == plan.rank_uids(rank)[skip:]
