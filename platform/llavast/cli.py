@@ -2,8 +2,9 @@
 module that prints for humans. A user-caused error (`LlavastError`) prints as one line and exits 1;
 `llavast --debug ...` shows its traceback.
 
-Sub-apps: `data` (synth, index), `services` (mlflow); commands: `train`. Add others with
-`app.add_typer(...)` and decorate commands with `@user_errors`.
+Sub-apps: `data` (synth, index), `services` (mlflow, up, down), `registry` (list, show); commands: `train`,
+`validate`, `plan`, `run`, `submit`, `status`, `logs`, `stop`, `demo`. Add others with `app.add_typer(...)` and
+decorate commands with `@user_errors`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -207,3 +209,356 @@ def services_mlflow(
         pass
     finally:
         server.stop()
+
+
+# ---- jobs: validate, plan, run ---------------------------------------------------------------------------
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a value: key.path=value (repeatable).")]
+FromOpt = Annotated[str | None, typer.Option("--from", help="Re-run this node and everything downstream.")]
+OnlyOpt = Annotated[str | None, typer.Option("--only", help="Run only this node (its inputs must exist).")]
+AddressOpt = Annotated[str | None, typer.Option(
+    "--address", envvar="RAY_ADDRESS", help="Ray cluster to run on (default: start a local Ray).")]
+STATUS_STYLE = {"succeeded": "green", "skipped": "cyan", "failed": "red", "blocked": "yellow", "pending": "white",
+                "running": "magenta"}
+
+
+def _load(job_file: Path, sets: list[str] | None) -> Any:
+    from llavast.config.loader import load_job
+
+    return load_job(job_file, sets or [])
+
+
+def _resources(needs: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(needs.items()) if not k.startswith("accelerator_type")) + (
+        "".join(f", {k.split(':', 1)[1]}" for k in needs if k.startswith("accelerator_type")))
+
+
+def _nodes_table(pipeline: Any, results: dict[str, Any] | None = None, title: str | None = None) -> Table:
+    from llavast.orchestrate.pipeline import pipeline_nodes
+
+    table = Table(title=title)
+    for column in ("node", "kind", "depends on", "resources", "status", "output", "details"):
+        table.add_column(column, overflow="fold")
+    for node in pipeline_nodes(pipeline):
+        result = (results or {}).get(node.name)
+        status = result.status.value if result else "-"
+        details = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in (result.details if result else {}).items() if v is not None)
+        if result and result.error:
+            details = result.error
+        table.add_row(node.name, node.spec.kind, ", ".join(node.depends_on) or "-", _resources(dict(node.resources)),
+                      f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]", (result.output or "-") if result else "-",
+                      details + (f" ({result.seconds:.0f}s)" if result and result.seconds else ""))
+    return table
+
+
+@app.command("validate")
+@user_errors
+def validate(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Job YAML.")],
+             set_: SetOpt = None) -> None:
+    """Check a job YAML (and, for a pipeline, every node's job and the graph) without running anything."""
+    job = _load(job_file, set_)
+    if job.kind == "pipeline":
+        console.print(f"[green]ok[/green] pipeline {job.name}: {len(job.jobs)} nodes")
+        console.print(_nodes_table(job))
+    else:
+        console.print(f"[green]ok[/green] {job.kind} job {job.name}")
+
+
+@app.command("plan")
+@user_errors
+def plan(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Job YAML.")], set_: SetOpt = None,
+         from_node: FromOpt = None, only: OnlyOpt = None,
+         offline: Annotated[bool, typer.Option(help="Do not ask MLflow/storage what already exists.")] = False
+         ) -> None:
+    """What would run and what would be skipped, and the resources each node needs."""
+    from llavast.errors import LlavastError
+    from llavast.orchestrate.pipeline import pipeline_nodes, run_pipeline
+
+    job = _load(job_file, set_)
+    if job.kind != "pipeline":
+        from llavast.orchestrate.executors import node_resources
+
+        console.print(f"{job.kind} job {job.name}: needs {_resources(node_resources(job))}")
+        return
+    results = None
+    if not offline:
+        try:
+            results = run_pipeline(job, from_node=from_node, only=only, dry_run=True)
+        except LlavastError as err:
+            errors.print(f"[yellow]cannot tell what exists ({err}); showing the graph and resources only[/]",
+                         soft_wrap=True)
+    console.print(_nodes_table(job, results, title=f"plan: {job.name}"))
+    peak: dict[str, float] = {}
+    for node in pipeline_nodes(job):
+        for key, value in node.resources.items():
+            peak[key] = max(peak.get(key, 0.0), value)
+    console.print(f"largest node needs: {_resources(peak)} (independent nodes may run at once, "
+                  f"up to max_parallel={job.config.max_parallel})")
+
+
+def _start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
+    """Connect to the cluster at `address`, or start a private local Ray; return the cluster's resources."""
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
+def _run_pipeline_live(job: Any, capacity: dict[str, float] | None, from_node: str | None, only: str | None
+                       ) -> dict[str, Any]:
+    from rich.live import Live
+
+    from llavast.orchestrate.dag import NodeResult, Status
+    from llavast.orchestrate.pipeline import run_pipeline
+
+    results: dict[str, NodeResult] = {}
+    with Live(_nodes_table(job, results, title=f"running {job.name}"), console=console, refresh_per_second=2,
+              transient=False) as live:
+        def update(result: NodeResult) -> None:
+            results[result.name] = result
+            live.update(_nodes_table(job, results, title=f"running {job.name}"))
+
+        final = run_pipeline(job, capacity=capacity, from_node=from_node, only=only, on_update=update)
+    failed = [n for n, r in final.items() if r.status in (Status.FAILED, Status.BLOCKED)]
+    if failed:
+        errors.print(f"[red]{len(failed)} node(s) did not succeed: {', '.join(failed)}[/red]; fix the cause and run "
+                     "the same command again: finished nodes are skipped, interrupted stages resume")
+        raise typer.Exit(1)
+    return final
+
+
+@app.command("run")
+@user_errors
+def run(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Job YAML (stage or pipeline).")],
+        set_: SetOpt = None, from_node: FromOpt = None, only: OnlyOpt = None, address: AddressOpt = None,
+        num_cpus: Annotated[int | None, typer.Option(help="CPUs of a local Ray (default: all).")] = None) -> None:
+    """Run a job on the Ray cluster at --address (or $RAY_ADDRESS), or on a local Ray this command starts."""
+    import ray
+
+    job = _load(job_file, set_)
+    capacity = _start_ray(address, num_cpus)
+    try:
+        if job.kind == "pipeline":
+            _run_pipeline_live(job, capacity, from_node, only)
+        else:
+            from llavast.orchestrate.dag import Node
+            from llavast.orchestrate.executors import KindExecutor
+
+            node = Node(job.name, (), job)
+            executor = KindExecutor()
+            with console.status(f"running {job.kind} job {job.name}"):
+                result = executor.run(node, {}, executor.fingerprint(node, {}))
+            console.print(f"[green]done[/green] {job.kind} {job.name}: {result.output} {result.details}",
+                          soft_wrap=True)
+    finally:
+        ray.shutdown()
+
+
+# ---- Ray Jobs: submit, status, logs, stop -----------------------------------------------------------------
+DashboardOpt = Annotated[str, typer.Option(
+    "--address", envvar="RAY_API_SERVER_ADDRESS",
+    help="The Ray dashboard (Jobs API), e.g. http://127.0.0.1:8265. With token authentication, set "
+         "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or the token file) as for the ray CLI.")]
+
+
+def _print_log_line(line: str) -> None:
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _jobs_client(address: str) -> Any:
+    from llavast.orchestrate.submit import jobs_client
+
+    return jobs_client(address)
+
+
+@app.command("submit")
+@user_errors
+def submit(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Job YAML (stage or pipeline).")],
+           address: DashboardOpt, set_: SetOpt = None, from_node: FromOpt = None, only: OnlyOpt = None,
+           follow: Annotated[bool, typer.Option("--follow", "-f", help="Tail the logs until the job ends.")] = False,
+           submission_id: Annotated[str | None, typer.Option(help="Id for the Ray job (default: generated).")] = None
+           ) -> None:
+    """Submit a job to a Ray cluster through the Jobs API, with the working dir and requirements as runtime_env."""
+    from llavast.orchestrate.submit import submit_job, tail_logs
+
+    job = _load(job_file, set_)  # validate before shipping anything
+    job_id = submit_job(_jobs_client(address), job, job_file, set_ or [], from_node=from_node, only=only,
+                        submission_id=submission_id)
+    console.print(f"submitted [bold]{job_id}[/bold] to {address}; follow it with: llavast logs {job_id} "
+                  f"--address {address} --follow", soft_wrap=True)
+    if follow:
+        status = tail_logs(_jobs_client(address), job_id, _print_log_line)
+        console.print(f"{job_id}: {status}")
+        if status != "SUCCEEDED":
+            raise typer.Exit(1)
+
+
+@app.command("status")
+@user_errors
+def status(ctx: typer.Context, address: DashboardOpt,
+           job_id: Annotated[str | None, typer.Argument(help="A job id (default: list all jobs).")] = None) -> None:
+    """The status of one Ray job, or a table of all of them."""
+    client = _jobs_client(address)
+    jobs = [client.get_job_info(job_id)] if job_id else client.list_jobs()
+    table = Table()
+    for column in ("job", "status", "entrypoint", "message"):
+        table.add_column(column, overflow="fold")
+    for info in sorted(jobs, key=lambda j: j.start_time or 0):
+        table.add_row(info.submission_id or info.job_id or "-", str(getattr(info.status, "value", info.status)),
+                      info.entrypoint or "",
+                      info.message or "")
+    console.print(table)
+
+
+@app.command("logs")
+@user_errors
+def logs(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="The job id.")], address: DashboardOpt,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep tailing until the job ends.")] = False
+         ) -> None:
+    """A Ray job's logs."""
+    client = _jobs_client(address)
+    if follow:
+        from llavast.orchestrate.submit import tail_logs
+
+        tail_logs(client, job_id, _print_log_line)
+    else:
+        console.print(client.get_job_logs(job_id), end="", highlight=False, markup=False)
+
+
+@app.command("stop")
+@user_errors
+def stop(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="The job id.")],
+         address: DashboardOpt) -> None:
+    """Stop a running Ray job (a stopped stage resumes from its latest checkpoint when run again)."""
+    stopped = _jobs_client(address).stop_job(job_id)
+    console.print(f"{job_id}: {'stop requested' if stopped else 'was not running'}")
+
+
+# ---- registry -----------------------------------------------------------------------------------------------
+registry_app = typer.Typer(no_args_is_help=True, help="Registered stage artifacts: versions, aliases, lineage.")
+app.add_typer(registry_app, name="registry")
+TrackingOpt = Annotated[str, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                                          help="The MLflow server.")]
+LINEAGE_TAGS = ("llavast.stage", "llavast.parent_version", "llavast.init_from", "llavast.data_manifest",
+                "llavast.fingerprint")
+
+
+@registry_app.command("list")
+@user_errors
+def registry_list(ctx: typer.Context, tracking_uri: TrackingOpt,
+                  model: Annotated[str | None, typer.Argument(help="A registered model (default: all).")] = None
+                  ) -> None:
+    """Registered models, or one model's versions with their aliases and lineage."""
+    from llavast.tracking import Tracker
+    from llavast.tracking.catalog import list_models, list_versions
+
+    tracker = Tracker(tracking_uri)
+    if model is None:
+        table = Table("registered model", "versions", "aliases")
+        for name in list_models(tracker):
+            versions = list_versions(tracker, name)
+            aliases = sorted({f"{a}->v{v.version}" for v in versions for a in v.aliases})
+            table.add_row(name, str(len(versions)), ", ".join(aliases))
+        console.print(table)
+        return
+    table = Table(title=model)
+    for column in ("version", "aliases", "stage", "parent", "fingerprint", "source"):
+        table.add_column(column, overflow="fold")
+    for v in list_versions(tracker, model):
+        table.add_row(v.version, ", ".join(v.aliases), v.tags.get("llavast.stage", ""),
+                      v.tags.get("llavast.parent_version", ""), v.tags.get("llavast.fingerprint", "")[:12], v.source)
+    console.print(table)
+
+
+@registry_app.command("show")
+@user_errors
+def registry_show(ctx: typer.Context, ref: Annotated[str, typer.Argument(
+                  help="models:/<name>@<alias> or models:/<name>/<version>")], tracking_uri: TrackingOpt) -> None:
+    """One version: source, run, aliases, every tag (lineage, fingerprint)."""
+    from llavast.tracking import Tracker, resolve_init_from
+    from llavast.tracking.catalog import list_versions
+
+    tracker = Tracker(tracking_uri)
+    resolved = resolve_init_from(ref, tracker)
+    if resolved.model_name is None:
+        raise typer.BadParameter(f"{ref} is not a models:/ reference")
+    info = next(v for v in list_versions(tracker, resolved.model_name) if v.version == resolved.version)
+    table = Table(title=f"{info.model} version {info.version}", show_header=False)
+    table.add_column("key")
+    table.add_column("value", overflow="fold")
+    for key, value in [("source", info.source), ("run", info.run_id or ""), ("aliases", ", ".join(info.aliases)),
+                       *sorted(info.tags.items())]:
+        table.add_row(key, value)
+    console.print(table)
+
+
+# ---- services -----------------------------------------------------------------------------------------------
+StateOpt = Annotated[Path, typer.Option("--state-dir", help="Where the MLflow server keeps its sqlite store, "
+                                                             "artifacts, log and pid file.")]
+PortOpt = Annotated[int, typer.Option("--port", help="MLflow server port (the demo jobs use 5055).")]
+
+
+@services_app.command("up")
+@user_errors
+def services_up(ctx: typer.Context, state_dir: StateOpt = Path(".demo/mlflow"), port: PortOpt = 5055) -> None:
+    """Start a local MLflow server in the background (idempotent); it outlives this command."""
+    from llavast.services import mlflow_up
+
+    with console.status("starting the MLflow server"):
+        uri, started = mlflow_up(state_dir, port)
+    console.print(f"MLflow {'started' if started else 'already running'} at {uri} (UI: open it in a browser; "
+                  f"stop it with `llavast services down --state-dir {state_dir}`)", soft_wrap=True)
+
+
+@services_app.command("down")
+@user_errors
+def services_down(ctx: typer.Context, state_dir: StateOpt = Path(".demo/mlflow")) -> None:
+    """Stop the local MLflow server started by `services up` (its runs and models stay in --state-dir)."""
+    from llavast.services import mlflow_down
+
+    console.print("MLflow server stopped" if mlflow_down(state_dir) else "no MLflow server was running")
+
+
+# ---- the embedded default -----------------------------------------------------------------------------------
+@app.command("demo")
+@user_errors
+def demo(ctx: typer.Context,
+         pipeline_file: Annotated[Path, typer.Option("--pipeline", help="The demo pipeline.")] = Path(
+             "jobs/demo/pipeline.yaml"),
+         state_dir: Annotated[Path, typer.Option(help="Demo state: base model, data, storage, MLflow.")] = Path(
+             ".demo"),
+         num_cpus: Annotated[int, typer.Option(help="Logical CPUs of the local Ray.")] = 4) -> None:
+    """The whole pipeline on embedded defaults: tiny model, synthetic data, local Ray, local MLflow."""
+    import ray
+
+    from llavast.services import mlflow_up
+    from model_zoo.llava_st import build_tiny_checkpoint
+
+    base = state_dir / "base" / "llava-ov-tiny"
+    if not (base / "config.json").is_file():
+        with console.status("building the tiny LLaVA-OneVision base checkpoint"):
+            build_tiny_checkpoint(base)
+    with console.status("starting the MLflow server"):
+        uri, _ = mlflow_up(state_dir / "mlflow", 5055)
+    job = _load(pipeline_file, [])
+    capacity = _start_ray(None, num_cpus)
+    try:
+        results = _run_pipeline_live(job, capacity, None, None)
+    finally:
+        ray.shutdown()
+    summary = Table(title="LLaVA-ST demo: stages")
+    for column in ("stage", "status", "steps", "final loss", "registered version", "time"):
+        summary.add_column(column)
+    for name, result in results.items():
+        if job.jobs[name].kind != "stage":
+            continue
+        d = result.details
+        summary.add_row(name, result.status.value, str(d.get("steps", "-")),
+                        f"{d['loss']:.4f}" if isinstance(d.get("loss"), float) else "-",
+                        result.output or "-", f"{result.seconds:.0f}s" if result.seconds else "skipped")
+    console.print(summary)
+    console.print(f"MLflow UI: {uri}  (experiment llava-st-demo, registered model llava-st-demo); "
+                  f"stop it with `llavast services down --state-dir {state_dir / 'mlflow'}`", soft_wrap=True)
