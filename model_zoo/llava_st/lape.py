@@ -80,7 +80,8 @@ class LAPE(nn.Module):
             nn.init.normal_(getattr(self, f"{axis}_input"), std=self.init_std)
             nn.init.normal_(getattr(self, f"{axis}_output"), std=self.init_std)
 
-    def tables(self) -> LAPETables:
+    def forward(self) -> LAPETables:
+        """The tables of this pass, after NTP (a module call, so ZeRO-3 gathers the tables for it)."""
         inputs, outputs = {}, {}
         for axis in AXES:
             inputs[axis] = ntp(getattr(self, f"{axis}_input"))

@@ -172,6 +172,19 @@ class LlavaSTForCausalLM(PreTrainedModel):
             target_logit = target_logit.masked_scatter(is_soft, soft_logit)
         return (lse - target_logit).sum() / count, count
 
+    def _participation(self, media_kind: Tensor | None, tables: LAPETables, hidden: Tensor) -> Tensor:
+        """Zero terms that keep every trainable STP/LAPE parameter in the graph whatever the batch holds.
+
+        DeepSpeed reduces gradients in buckets across data-parallel ranks; a rank whose batch has no video
+        (STP unused) or no coordinates (LAPE input tables unused) must still produce those gradients (zeros).
+        """
+        extra = (tables.input_all.sum() + tables.output_all.sum()) * 0.0
+        has_video = media_kind is not None and bool((media_kind == MEDIA_VIDEO).any())
+        if not has_video and any(p.requires_grad for p in self.stp.parameters()):
+            grid = self.config.grid_size
+            extra = extra + self.stp.participation(hidden.new_zeros(1, grid * grid, self.config.hidden_size))
+        return extra
+
     # ---- forward / generate ---------------------------------------------------------------------------
     def forward(
         self,
@@ -187,7 +200,7 @@ class LlavaSTForCausalLM(PreTrainedModel):
         return_logits: bool | None = None,
     ) -> LlavaSTOutput:
         """Loss when `labels` are given; full logits when `return_logits` (default: no labels)."""
-        tables = self.lape.tables()
+        tables = self.lape()
         embeds = self.build_inputs_embeds(input_ids, coord_values, pixel_values, media_kind, tables)
         out = self.language_model.model(
             inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
@@ -196,6 +209,8 @@ class LlavaSTForCausalLM(PreTrainedModel):
         loss = count = None
         if labels is not None:
             loss, count = self.loss(hidden, labels, coord_values, tables)
+            if torch.is_grad_enabled():
+                loss = loss + self._participation(media_kind, tables, hidden)
         want_logits = labels is None if return_logits is None else return_logits
         logits = self.logits(hidden, tables) if want_logits else None
         return LlavaSTOutput(loss=loss, logits=logits, num_target_tokens=count,
@@ -219,7 +234,7 @@ class LlavaSTForCausalLM(PreTrainedModel):
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        tables = self.lape.tables()
+        tables = self.lape()
         embeds = self.build_inputs_embeds(input_ids, coord_values, pixel_values, media_kind, tables)
         cache = DynamicCache(config=self.config.text_config)
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)

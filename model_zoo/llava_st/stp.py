@@ -196,6 +196,19 @@ class SpatialTemporalPacker(nn.Module):
         f_t = self.temporal(pool_time(f_hat, self.sigma, mode), f_hat, TemporalWindows(self.frames, self.sigma))
         return f_s, f_t
 
+    def participation(self, frame: Tensor) -> Tensor:
+        """A zero that depends on every packer parameter: all three packers run on one frame (1, g*g, D).
+
+        Data-parallel ranks must produce gradients for the same parameters, because DeepSpeed reduces them
+        in buckets across ranks: a rank whose batch holds no video would otherwise leave STP out of its
+        graph and the collectives would mismatch. The release adds such a term for the same reason.
+        """
+        mode = self.query_pool
+        f_hat = self.step1(pool_space(frame, self.grid, self.k1, mode), frame, SpatialWindows(self.grid, self.k1))
+        f_s = self.spatial(pool_space(f_hat, self.k1, self.k2, mode), f_hat, SpatialWindows(self.k1, self.k2))
+        f_t = self.temporal(pool_time(f_hat, 1, mode), f_hat, TemporalWindows(1, 1))
+        return (f_s.sum() + f_t.sum()) * 0.0
+
 
 def _init_weights(module: nn.Module) -> None:
     """The release's init: Linear trunc-normal(0.02) with zero bias, LayerNorm 1/0.

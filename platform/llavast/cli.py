@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llavast.errors import LlavastError
@@ -246,8 +247,9 @@ def _nodes_table(pipeline: Any, results: dict[str, Any] | None = None, title: st
         if result and result.error:
             details = result.error
         table.add_row(node.name, node.spec.kind, ", ".join(node.depends_on) or "-", _resources(dict(node.resources)),
-                      f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]", (result.output or "-") if result else "-",
-                      details + (f" ({result.seconds:.0f}s)" if result and result.seconds else ""))
+                      f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]",
+                      escape((result.output or "-") if result else "-"),
+                      escape(details + (f" ({result.seconds:.0f}s)" if result and result.seconds else "")))
     return table
 
 
@@ -300,10 +302,16 @@ def _start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, fl
     """Connect to the cluster at `address`, or start a private local Ray; return the cluster's resources."""
     import ray
 
+    quiet = not logging.getLogger().isEnabledFor(logging.INFO)  # --verbose shows Ray's own progress logs
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=not quiet, logging_level=logging.WARNING if quiet else logging.INFO)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=not quiet,
+                 logging_level=logging.WARNING if quiet else logging.INFO)
+    if quiet:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        for name in ("ray.data", "ray.train", "ray.tune"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 

@@ -59,7 +59,7 @@ def test_image_injection_uses_temporal_row_zero():
 
 def test_lape_off_leaves_visual_features_unchanged(tiny_model, video_batch):
     model = tiny_model
-    tables = model.lape.tables()
+    tables = model.lape()
     model.config.lape_enabled = False
     try:
         off = model.encode_media(video_batch["pixel_values"], video_batch["media_kind"], tables)[0]

@@ -22,8 +22,8 @@ def test_soft_loss_with_zero_ratios_equals_hard_cross_entropy():
     soft = make_batch(config, [{"prompt": [5, 6], "answer": [30, t_out, w_out, 31], "values": {-3: 0.3, -2: 0.7}}])
     hard = make_batch(config, [{"prompt": [5, 6], "answer": [30, v + 3, v + 11 + 11 + 7, 31]}])
     # the inputs differ (placeholder embeddings vs token embeddings are equal at ratio 0), so compare outputs
-    assert torch.allclose(model.embed(soft["input_ids"], soft["coord_values"], model.lape.tables()),
-                          model.embed(hard["input_ids"], hard["coord_values"], model.lape.tables()))
+    assert torch.allclose(model.embed(soft["input_ids"], soft["coord_values"], model.lape()),
+                          model.embed(hard["input_ids"], hard["coord_values"], model.lape()))
     torch.testing.assert_close(model(**soft).loss, model(**hard).loss)
 
 

@@ -28,7 +28,7 @@ def test_visual_token_counts_defaults_and_tiny():
 
 def test_video_tokens_reach_the_llm_as_fs_then_ft(tiny_model, video_batch):
     model = tiny_model
-    tables = model.lape.tables()
+    tables = model.lape()
     tokens = model.encode_media(video_batch["pixel_values"], video_batch["media_kind"], tables)[0]
     config = model.config
     assert tokens.shape == (config.video_seq_len, config.hidden_size)
@@ -98,7 +98,7 @@ def test_generate_can_emit_coordinate_tokens(tiny_model):
     model = tiny_model.eval()
     prompt = torch.tensor([[5, 6, 7]])
     with torch.no_grad():  # make <WIDTH-007> the only positive logit: it must come out, then feed back in via E_in
-        h = model.language_model.model(inputs_embeds=model.embed(prompt, None, model.lape.tables())).last_hidden_state
+        h = model.language_model.model(inputs_embeds=model.embed(prompt, None, model.lape())).last_hidden_state
         model.language_model.lm_head.weight.zero_()
         for table in (model.lape.temporal_output, model.lape.height_output, model.lape.width_output):
             table.zero_()
@@ -149,7 +149,7 @@ def test_tiny_preset_is_deterministic(tmp_path):
 def test_every_placeholder_embeds_as_the_interpolated_input_row(tiny_model):
     """Bug 3 of the release left <WIDTH-INPUT> unfilled: here all six placeholders embed the same way."""
     model = tiny_model
-    config, tables = model.config, model.lape.tables()
+    config, tables = model.config, model.lape()
     start = config.text_vocab_size + config.coord_vocab_size
     axes = ["temporal", "temporal", "height", "height", "width", "width"]
     ids = torch.tensor([[start + i for i in range(6)]])
@@ -160,3 +160,23 @@ def test_every_placeholder_embeds_as_the_interpolated_input_row(tiny_model):
         p = round(v, 3) * (table.shape[0] - 1)
         f, c = int(p // 1), min(int(-(-p // 1)), table.shape[0] - 1)
         torch.testing.assert_close(embeds[0, i], (1 - (p - f)) * table[f] + (p - f) * table[c])
+
+
+def test_every_trainable_stp_and_lape_parameter_gets_a_gradient_whatever_the_batch(tiny_model):
+    """DeepSpeed reduces gradients across ranks in buckets: each rank must produce the same set of them.
+
+    A stage-2 rank whose batch is images only (REC) or text only must still give STP and LAPE a gradient
+    (zero where unused), or the collectives of the ranks mismatch.
+    """
+    from model_zoo.llava_st import policy
+
+    model = tiny_model.train()
+    policy.apply_stage(model, {"stp", "lape"}, lape_enabled=True)
+    config = model.config
+    batches = [make_batch(config, [{"prompt": [5, 6], "answer": [7, 8]}]),
+               make_batch(config, [{"kind": MEDIA_IMAGE, "prompt": [5, 6], "answer": [7]}])]
+    for batch in batches:
+        model.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert missing == []

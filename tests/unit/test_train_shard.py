@@ -13,16 +13,17 @@ from llavast.data import manifest
 from llavast.errors import ConfigError, DataError
 from llavast.train.shard import check_data_config, plan_epoch, rank_rows, steps_per_epoch, total_steps
 
-FILES = [[f"a:{i}" for i in range(5)], [f"b:{i}" for i in range(4)]]  # 9 samples in two shards
+UIDS = [[f"a:{i}" for i in range(5)], [f"b:{i}" for i in range(4)]]  # 9 samples in two shards
+FILES = [[(uid, 2) for uid in uids] for uids in UIDS]  # (uid, media kind): all videos
 
 
 def test_plan_is_deterministic_and_each_epoch_reshuffles() -> None:
     first, again = plan_epoch(FILES, "rows", 7, 0, 2), plan_epoch(FILES, "rows", 7, 0, 2)
     assert first == again
     assert plan_epoch(FILES, "rows", 7, 1, 2).uids != first.uids
-    assert plan_epoch(FILES, "none", 7, 0, 2).uids == FILES[0] + FILES[1] + [""]
+    assert plan_epoch(FILES, "none", 7, 0, 2).uids == UIDS[0] + UIDS[1] + [""]
     blocks = plan_epoch(FILES, "blocks", 7, 0, 1).uids
-    assert blocks in (FILES[0] + FILES[1], FILES[1] + FILES[0])
+    assert blocks in (UIDS[0] + UIDS[1], UIDS[1] + UIDS[0])
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
@@ -31,9 +32,24 @@ def test_ranks_are_disjoint_complete_and_equal_sized(world: int) -> None:
     lists = [plan.rank_uids(r) for r in range(world)]
     assert all(len(rank) == plan.per_rank for rank in lists)
     real = [uid for rank in lists for uid in rank if uid]
-    assert sorted(real) == sorted(FILES[0] + FILES[1])
+    assert sorted(real) == sorted(UIDS[0] + UIDS[1])
     for rank in lists:  # pads only at the tail of a rank's list
         assert "" not in rank[:len([u for u in rank if u])]
+
+
+def test_grouped_plans_make_every_micro_step_single_media() -> None:
+    kinds = {0: 3, 1: 7, 2: 10}  # text, image, video samples
+    files = [[(f"{k}:{i}", k) for k, n in kinds.items() for i in range(n)]]
+    world, micro = 2, 2
+    plan = plan_epoch(files, "rows", 1, 0, world, group_size=world * micro)
+    kind_of = {uid: k for uid, k in files[0]}
+    assert plan.left_out == sum(n % (world * micro) for n in kinds.values()) == 3 + 3 + 2
+    assert len(plan.uids) == sum(kinds.values()) - plan.left_out and "" not in plan.uids
+    ranks = [plan.rank_uids(r) for r in range(world)]
+    for step in range(plan.per_rank // micro):  # the same single kind on every rank at every micro-step
+        assert len({kind_of[uid] for rank in ranks for uid in rank[step * micro:(step + 1) * micro]}) == 1
+    assert plan_epoch(files, "rows", 1, 1, world, group_size=4).uids != plan.uids
+    assert len(plan_epoch(files, "rows", 1, 1, world, group_size=4).uids) == len(plan.uids)
 
 
 def test_steps_and_totals() -> None:
@@ -54,7 +70,7 @@ def _row(uid: str) -> dict:
 
 def test_rank_rows_follow_the_plan_from_the_resume_point(tmp_path: Path) -> None:
     files = []
-    for i, uids in enumerate(FILES):
+    for i, uids in enumerate(UIDS):
         path = tmp_path / f"part-{i}.parquet"
         pq.write_table(pa.Table.from_pylist([_row(u) for u in uids], schema=manifest.SCHEMA), path)
         files.append(str(path))
