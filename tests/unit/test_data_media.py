@@ -58,10 +58,18 @@ def test_decode_video_matches_rendered_frames(clip) -> None:
 
 def test_pyav_fallback_agrees_with_decord(clip) -> None:
     data, _ = clip
-    a = media._decode_decord(data, 6, (1, 18))
-    b = media._decode_pyav(data, 6, (1, 18))
-    assert a.shape == b.shape == (6, 64, 96, 3)
+    a = media._decode_decord(data, 6, (1, 18), 54)
+    b = media._decode_pyav(data, 6, (1, 18), 54)
+    assert a.shape == b.shape == (6, 54, 54, 3)
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 3
+
+
+@pytest.mark.parametrize("size", [48, 54, 384])  # decord's scaler rejects 48: the PIL path takes over
+def test_decode_sizes(clip, size: int) -> None:
+    data, frames = clip
+    got = decode_video(data, n=3, size=size)
+    want = media.resize_square(frames[frame_indices(20, 3)], size)
+    assert got.shape == (3, size, size, 3) and np.abs(got.astype(int) - want.astype(int)).mean() < 8
 
 
 def test_corrupt_video_raises_decode_error(clip) -> None:

@@ -24,6 +24,8 @@ class DataConfig(Section):
     max_length: token budget per sample; longer samples lose whole trailing turns, or are dropped.
     decode_concurrency: decoding actors (each fetches media, decodes frames, tokenises).
     decode_batch_size: samples per decode call; decode_num_cpus: CPUs reserved per decoding actor.
+    read_num_cpus: CPUs asked by the light tasks that read manifest shards and shuffle rows. Budget:
+        trainers + decode_concurrency * decode_num_cpus + read_num_cpus must fit the cluster's CPUs.
     fetch_threads: concurrent media downloads inside one decoding actor (I/O bound).
     prefetch_batches: batches the consumer's iterator prepares ahead of the training step.
     shuffle: "rows" = a seeded global shuffle of manifest rows before decoding (cheap: rows hold no
@@ -39,6 +41,7 @@ class DataConfig(Section):
     decode_concurrency: PositiveInt = 2
     decode_batch_size: PositiveInt = 8
     decode_num_cpus: float = Field(default=1.0, gt=0.0)
+    read_num_cpus: float = Field(default=0.25, gt=0.0)
     fetch_threads: PositiveInt = 8
     prefetch_batches: int = Field(default=2, ge=0)
     shuffle: Literal["rows", "blocks", "none"] = "rows"

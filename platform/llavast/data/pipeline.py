@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 
 from llavast import storage
@@ -121,21 +122,35 @@ def check_against_model(cfg: DataConfig, config: LlavaSTConfig) -> None:
                           f"{config.image_size} px frames; remove data.image_size or make them equal")
 
 
+def _read_shards(batch: pa.Table, options: StorageOptions) -> pa.Table:
+    """The manifest rows of the shards (Parquet files) named in `batch`."""
+    tables = []
+    for uri in batch.column("shard").to_pylist():
+        fs, path = storage.arrow_filesystem(uri, options)
+        tables.append(pq.read_table(path, filesystem=fs, schema=manifest.SCHEMA))
+    return pa.concat_tables(tables)
+
+
 def build_dataset(cfg: DataConfig, config: LlavaSTConfig, tokenizer: Any, world_size: int = 1) -> ray.data.Dataset:
     """The training dataset of `cfg.manifest`: one row per manifest sample (plus < world_size pad rows).
 
     Pass it to `TorchTrainer(datasets={"train": ...})` and read each worker's shard with
     `llavast.data.collate.iter_batches`. The tokenizer must be the model's (coordinate tokens added).
+    Shards are read by light tasks (`read_num_cpus`) rather than `read_parquet`, whose listing task asks
+    for a whole CPU and deadlocks a small cluster whose CPUs the decoding actors and trainers hold.
     """
     check_against_model(cfg, config)
     summary = manifest.read_summary(cfg.manifest, cfg.storage)
-    fs, path = storage.arrow_filesystem(storage.join(cfg.manifest, manifest.MANIFEST_DIR), cfg.storage)
-    ds = ray.data.read_parquet(path, filesystem=fs, schema=manifest.SCHEMA)
+    shards = [storage.join(cfg.manifest, manifest.MANIFEST_DIR, name) for name in summary["shards"]]
+    light = {"num_cpus": cfg.read_num_cpus}
+    ds = ray.data.from_items([{"shard": uri} for uri in shards], override_num_blocks=max(1, len(shards)))
+    ds = ds.map_batches(_read_shards, fn_kwargs={"options": cfg.storage}, batch_size=1, batch_format="pyarrow",
+                        **light)
     pads = -summary["total"] % world_size
     if pads:
         ds = ds.union(ray.data.from_arrow(_pad_rows(pads)))
     if cfg.shuffle == "rows":
-        ds = ds.random_shuffle(seed=cfg.seed)
+        ds = ds.random_shuffle(seed=cfg.seed, **light)
     elif cfg.shuffle == "blocks":
         ds = ds.randomize_block_order(seed=cfg.seed)
     log.info("streaming %d samples (+%d pad rows) from %s", summary["total"], pads, cfg.manifest)
