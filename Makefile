@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m llavast.demo
+	$(BIN)/llavast demo
 
 test: $(STAMP)
 	$(BIN)/pytest tests

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlparse
 
 import typer
 from rich.console import Console
@@ -243,7 +244,7 @@ def _nodes_table(pipeline: Any, results: dict[str, Any] | None = None, title: st
         result = (results or {}).get(node.name)
         status = result.status.value if result else "-"
         details = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in (result.details if result else {}).items() if v is not None)
+                            for k, v in (result.details if result else {}).items() if v is not None and k != "run_id")
         if result and result.error:
             details = result.error
         table.add_row(node.name, node.spec.kind, ", ".join(node.depends_on) or "-", _resources(dict(node.resources)),
@@ -536,22 +537,31 @@ def services_down(ctx: typer.Context, state_dir: StateOpt = Path(".demo/mlflow")
 def demo(ctx: typer.Context,
          pipeline_file: Annotated[Path, typer.Option("--pipeline", help="The demo pipeline.")] = Path(
              "jobs/demo/pipeline.yaml"),
-         state_dir: Annotated[Path, typer.Option(help="Demo state: base model, data, storage, MLflow.")] = Path(
-             ".demo"),
+         mlflow_dir: Annotated[Path, typer.Option(help="State of the local MLflow server.")] = Path(".demo/mlflow"),
          num_cpus: Annotated[int, typer.Option(help="Logical CPUs of the local Ray.")] = 4) -> None:
-    """The whole pipeline on embedded defaults: tiny model, synthetic data, local Ray, local MLflow."""
+    """The whole pipeline on embedded defaults: tiny model, synthetic data, local Ray, local MLflow.
+
+    Builds the tiny base checkpoint where the stage jobs expect it, starts MLflow on the pipeline's tracking
+    port, runs the pipeline (finished nodes are skipped on a second run) and prints a summary per stage.
+    """
     import ray
 
     from llavast.services import mlflow_up
     from model_zoo.llava_st import build_tiny_checkpoint
 
-    base = state_dir / "base" / "llava-ov-tiny"
-    if not (base / "config.json").is_file():
-        with console.status("building the tiny LLaVA-OneVision base checkpoint"):
-            build_tiny_checkpoint(base)
-    with console.status("starting the MLflow server"):
-        uri, _ = mlflow_up(state_dir / "mlflow", 5055)
     job = _load(pipeline_file, [])
+    if job.kind != "pipeline" or job.config.tracking is None:
+        raise typer.BadParameter(f"{pipeline_file} must be a pipeline with a tracking section")
+    url = urlparse(job.config.tracking.uri)
+    if url.hostname not in ("127.0.0.1", "localhost") or url.port is None:
+        raise typer.BadParameter(f"the demo starts MLflow locally: tracking.uri must be http://127.0.0.1:<port>, "
+                                 f"got {job.config.tracking.uri}")
+    for base in sorted({j.model.base for j in job.jobs.values() if j.kind == "stage"}):
+        if not (Path(base) / "config.json").is_file():
+            with console.status(f"building the tiny LLaVA-OneVision base checkpoint in {base}"):
+                build_tiny_checkpoint(base)
+    with console.status("starting the MLflow server"):
+        uri, _ = mlflow_up(mlflow_dir, url.port)
     capacity = _start_ray(None, num_cpus)
     try:
         results = _run_pipeline_live(job, capacity, None, None)
@@ -568,5 +578,5 @@ def demo(ctx: typer.Context,
                         f"{d['loss']:.4f}" if isinstance(d.get("loss"), float) else "-",
                         result.output or "-", f"{result.seconds:.0f}s" if result.seconds else "skipped")
     console.print(summary)
-    console.print(f"MLflow UI: {uri}  (experiment llava-st-demo, registered model llava-st-demo); "
-                  f"stop it with `llavast services down --state-dir {state_dir / 'mlflow'}`", soft_wrap=True)
+    console.print(f"MLflow UI: {uri}  (experiment {job.config.tracking.experiment}); stop the server with "
+                  f"`llavast services down --state-dir {mlflow_dir}`", soft_wrap=True)
