@@ -90,13 +90,19 @@ class LoraSection(Section):
 
 
 class ComputeSection(Section):
-    """Ray Train workers; `gpus_per_worker: 0` trains on CPU (gloo), otherwise on GPU (NCCL)."""
+    """Ray Train workers; `gpus_per_worker: 0` trains on CPU (gloo), otherwise on GPU (NCCL).
+
+    `placement_strategy` is the strategy of the workers' placement group: PACK (default) fills nodes
+    first and may spill over, SPREAD prefers distinct nodes, STRICT_SPREAD puts every worker on its own
+    node (fails to schedule with fewer nodes), STRICT_PACK puts all workers on one node.
+    """
 
     num_workers: PositiveInt = 1
     gpus_per_worker: NonNegativeFloat = 0.0
     cpus_per_worker: PositiveFloat = 1.0
     accelerator_type: str | None = None
     resources_per_worker: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"] = "PACK"
     max_failures: int = Field(default=2, ge=-1)
 
     @property

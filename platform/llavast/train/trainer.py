@@ -28,7 +28,7 @@ def scaling_config(compute: ComputeSection) -> ScalingConfig:
     if compute.use_gpu:
         resources["GPU"] = compute.gpus_per_worker
     return ScalingConfig(num_workers=compute.num_workers, use_gpu=compute.use_gpu, resources_per_worker=resources,
-                         accelerator_type=compute.accelerator_type)
+                         accelerator_type=compute.accelerator_type, placement_strategy=compute.placement_strategy)
 
 
 def worker_env(compute: ComputeSection) -> dict[str, str]:
