@@ -139,3 +139,10 @@ def test_broken_pipelines(tmp_path, nodes, message):
     _write(tmp_path, STAGE, "stage.yaml")
     with pytest.raises(ConfigError, match=message):
         load_job(_write(tmp_path, "kind: pipeline\nname: p\nnodes:\n" + nodes, "pipeline.yaml"))
+
+
+def test_docs_jobs_md_holds_the_current_generated_reference():
+    from llavast.config.reference import reference
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "jobs.md").read_text()
+    assert reference() in docs, "docs/jobs.md is stale: regenerate it with python -m llavast.config.reference"
