@@ -79,19 +79,22 @@ def _run_case(impl: str, dim: int, frames: int, repeats: int, threads: int, queu
             return stp(x)
     setup_kib = _rss_kib()
     warmup = int(impl != "loop")
-    times = []
+    times, cpu_times = [], []
     for i in range(repeats + warmup):
         stp.zero_grad(set_to_none=True)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         f_s, f_t = step()
         (f_s.square().mean() + f_t.square().mean()).backward()
         if i >= warmup:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put(dict(times_s=times, setup_rss_mib=setup_kib / 1024, peak_rss_mib=peak_kib / 1024))
+    queue.put(dict(times_s=times, cpu_times_s=cpu_times, setup_rss_mib=setup_kib / 1024,
+                   peak_rss_mib=peak_kib / 1024))
 
 
 def measure(impl: str, dim: int, frames: int, repeats: int, threads: int) -> dict:
+    load_before, started = os.getloadavg()[0], _now()
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_run_case, args=(impl, dim, frames, repeats, threads, queue))
@@ -100,11 +103,18 @@ def measure(impl: str, dim: int, frames: int, repeats: int, threads: int) -> dic
     proc.join()
     scale = FRAMES / frames
     median = statistics.median(result["times_s"])
-    return dict(impl=impl, dim=dim, frames_run=frames, scale=scale, repeats=repeats,
+    cpu_median = statistics.median(result["cpu_times_s"])
+    return dict(impl=impl, dim=dim, started=started, frames_run=frames, scale=scale, repeats=repeats,
                 times_s=result["times_s"], median_s=median, full_video_s=median * scale,
+                cpu_times_s=result["cpu_times_s"], full_video_cpu_s=cpu_median * scale,
                 forward_gflop_full=forward_gflop(dim, FRAMES),
                 setup_rss_mib=result["setup_rss_mib"], peak_rss_mib=result["peak_rss_mib"],
-                peak_above_setup_mib=result["peak_rss_mib"] - result["setup_rss_mib"])
+                peak_above_setup_mib=result["peak_rss_mib"] - result["setup_rss_mib"],
+                load_1min_before_after=(load_before, os.getloadavg()[0]))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def machine_info(threads: int) -> dict:
@@ -119,16 +129,18 @@ def machine_info(threads: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| D | implementation | frames timed | fwd+bwd per video (s) | speed-up | peak RSS (MiB) | "
-             "above setup (MiB) |",
-             "|---|---|---|---|---|---|---|"]
-    vec = {r["dim"]: r["full_video_s"] for r in rows if r["impl"] == "vectorised"}
+    lines = ["| D | implementation | frames timed | fwd+bwd wall (s) | fwd+bwd CPU (s) | CPU vs vectorised | "
+             "peak RSS (MiB) | above setup (MiB) | load before/after |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    vec = {r["dim"]: r["full_video_cpu_s"] for r in rows if r["impl"] == "vectorised"}
     for r in rows:
         frames = f"{r['frames_run']}" + (f" (x{r['scale']:g})" if r["scale"] != 1 else "")
-        speed = "1" if r["impl"] == "vectorised" else f"{r['full_video_s'] / vec[r['dim']]:.1f}x slower"
+        speed = f"{r['full_video_cpu_s'] / vec[r['dim']]:.1f}x" if r["dim"] in vec else "-"
         mem_note = "" if r["scale"] == 1 else f" ({r['frames_run']} frames)"
-        lines.append(f"| {r['dim']} | {r['impl']} | {frames} | {r['full_video_s']:.1f} | {speed} | "
-                     f"{r['peak_rss_mib']:.0f}{mem_note} | {r['peak_above_setup_mib']:.0f}{mem_note} |")
+        lines.append(f"| {r['dim']} | {r['impl']} | {frames} | {r['full_video_s']:.1f} | "
+                     f"{r['full_video_cpu_s']:.1f} | {speed} | "
+                     f"{r['peak_rss_mib']:.0f}{mem_note} | {r['peak_above_setup_mib']:.0f}{mem_note} | "
+                     "{:.1f} / {:.1f} |".format(*r["load_1min_before_after"]))
     return "\n".join(lines)
 
 
@@ -139,7 +151,10 @@ def main() -> None:
     parser.add_argument("--loop-frames", type=int, default=5,
                         help="frames the loop baseline runs on (a multiple of N/sigma = 5), scaled to N=100")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    parser.add_argument("--impls", nargs="+", choices=["vectorised", "loop"], default=["vectorised", "loop"])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stp_cpu.json"))
+    parser.add_argument("--update", action="store_true",
+                        help="keep --out's other rows and replace only the (impl, D) cases measured now")
     args = parser.parse_args()
     if args.loop_frames % (FRAMES // SIGMA) or not 0 < args.loop_frames <= FRAMES:
         parser.error(f"--loop-frames must be a multiple of {FRAMES // SIGMA} in (0, {FRAMES}]")
@@ -147,13 +162,21 @@ def main() -> None:
     info = machine_info(args.threads)
     rows = []
     for dim in args.dims:
-        rows.append(measure("vectorised", dim, FRAMES, args.repeats, args.threads))
-        rows.append(measure("loop", dim, args.loop_frames, 1, args.threads))
-        print(table(rows), flush=True)
+        for impl in args.impls:
+            frames, repeats = (FRAMES, args.repeats) if impl == "vectorised" else (args.loop_frames, 1)
+            rows.append(measure(impl, dim, frames, repeats, args.threads))
+            print(table(rows) + "\n", flush=True)
     info["load_average_end"] = os.getloadavg()
-    result = dict(benchmark="stp_forward_backward", date=datetime.now(UTC).isoformat(timespec="seconds"),
+    if args.update and args.out.exists():
+        measured = {(r["impl"], r["dim"]) for r in rows}
+        kept = [r for r in json.loads(args.out.read_text())["results"] if (r["impl"], r["dim"]) not in measured]
+        rows = sorted(kept + rows, key=lambda r: (r["dim"], r["impl"] != "vectorised"))
+        print(table(rows))
+    result = dict(benchmark="stp_forward_backward", date=_now(),
                   shape=dict(frames=FRAMES, grid=GRID, k1=K1, k2=K2, sigma=SIGMA, width=WIDTH, heads=HEADS,
                              dtype="float32", input_requires_grad=False),
+                  time_method="median over repeats of wall (perf_counter) and process CPU time (process_time, "
+                              "all threads) per forward+backward pass",
                   memory_method="peak RSS of a fresh process per case (resource.getrusage ru_maxrss)",
                   loop_scaling="loop timed on frames_run frames and scaled linearly by frames/frames_run",
                   machine=info, results=rows)
