@@ -32,6 +32,7 @@ from llavast.train.metrics import StepMeter
 from llavast.train.optim import build_optimizer, cosine_with_warmup, optimizer_groups
 from llavast.train.policy import resolve_policy
 from llavast.train.stage_model import StageModel, build_stage_model, export_artifact, snapshot
+from llavast.train.step import ReplayModule, ReplayStep, Zero3Step, register_external_parameters
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     stage.model.to(device)
 
     # 2. DeepSpeed around a torch AdamW (one group per trainable part) and the cosine schedule.
+    # DeepSpeed wraps a ReplayModule: exact gradients in a fixed order under ZeRO 0-2 (train/step.py).
     groups = optimizer_groups(stage.model, stage.hooks, stage.policy, job.train)
     optimizer = build_optimizer(groups)
     scheduler = cosine_with_warmup(optimizer, args.total_steps, job.train.warmup_ratio)
+    zero3 = job.deepspeed.zero_stage == 3
+    if zero3:
+        register_external_parameters(stage.model)
     engine, _, _, _ = deepspeed.initialize(
-        model=stage.model, optimizer=optimizer, lr_scheduler=scheduler,
+        model=ReplayModule(stage.model), optimizer=optimizer, lr_scheduler=scheduler,
         config=deepspeed_config(job.deepspeed, job.train, use_gpu=job.compute.use_gpu,
                                 trainable_numel=sum(p.numel() for g in groups for p in g["params"])))
-    zero3 = job.deepspeed.zero_stage == 3
+    pad_id, mb = stage.tokenizer.pad_token_id, job.train.micro_batch_size
+    micro_step = Zero3Step(engine, stage.model.config, pad_id, mb, device) if zero3 else \
+        ReplayStep(engine, pad_id, device)
 
     # 3. Resume from the latest checkpoint Ray Train hands back, if any.
     step, dropped = 0, 0
@@ -88,39 +95,37 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         step, dropped = progress.step, progress.dropped_samples
         log.info("rank %d resumed at step %d", rank, step)
     elif hooks.wants_params:
-        _dump(stage, engine.module, zero3, hooks, "before", rank)
+        _dump(stage, zero3, hooks, "before", rank)
     logger = MetricsLogger(job.tracking.uri, args.mlflow_run_id) if rank == 0 else None
     if logger is not None and checkpoint is not None:
         logger.log({"resumed_from_step": step}, step=step)
 
     # 4. This rank's samples, epoch by epoch, from the position the step implies.
     files = shard.manifest_files(job.data)
-    uids = shard.read_uids(job.data, files)
-    per_step = job.train.micro_batch_size * job.train.grad_accum_steps
-    per_epoch = shard.steps_per_epoch(shard.plan_epoch(uids, "none", 0, 0, world), per_step)
+    samples = shard.read_samples(job.data, files)
+    per_step = mb * job.train.grad_accum_steps
+    group = shard.group_size_for(job.deepspeed.zero_stage, world, mb)
+    per_epoch = shard.steps_per_epoch(shard.plan_epoch(samples, "none", 0, 0, world, group), per_step)
     stats, metrics = DataStats(), {}
     while step < args.total_steps:
         epoch, in_epoch = divmod(step, per_epoch)
-        plan = shard.plan_epoch(uids, job.data.shuffle, job.data.seed, epoch, world)
+        plan = shard.plan_epoch(samples, job.data.shuffle, job.data.seed, epoch, world, group)
         rows = shard.rank_rows(job.data, files, plan, rank, skip=in_epoch * per_step)
+        kinds = rows.column("media_kind").to_pylist()[::mb]  # a micro-batch's media kind (ZeRO-3 plans)
         ds = shard.rank_dataset(job.data, rows, stage.model.config, stage.tokenizer)
-        batches = iter_batches(ds, job.train.micro_batch_size, stage.tokenizer.pad_token_id,
-                               stage.model.config.image_size, prefetch_batches=job.data.prefetch_batches)
-        for _ in range(min(per_epoch - in_epoch, args.total_steps - step)):
+        batches = iter_batches(ds, mb, pad_id, stage.model.config.image_size,
+                               prefetch_batches=job.data.prefetch_batches)
+        for i in range(min(per_epoch - in_epoch, args.total_steps - step)):
             hooks.maybe_kill(rank, step)
             meter = StepMeter()
-            for _ in range(job.train.grad_accum_steps):
+            for j in range(job.train.grad_accum_steps):
                 waited = time.perf_counter()
                 batch = next(batches).to(device)
                 waited = time.perf_counter() - waited
                 stats.update(batch)
                 hooks.log_samples(rank, step + 1, batch.uids)
-                inputs = batch.inputs if batch.inputs is not None else _empty_inputs(stage, device)
-                out = engine(**inputs)
-                engine.backward(out.loss)
-                engine.step()
-                meter.add(out.loss.item(), int(out.num_target_tokens), batch.size,
-                          int(inputs["attention_mask"].sum()), waited, batch.num_dropped)
+                out = micro_step(batch, kinds[i * job.train.grad_accum_steps + j])
+                meter.add(out.loss, out.target_tokens, batch.size, out.tokens, waited, batch.num_dropped)
             step += 1
             metrics = _step_metrics(meter, engine, device, world)
             dropped += int(metrics.pop("dropped"))
@@ -133,9 +138,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 _report_checkpoint(engine, job, metrics, progress, rank)
 
     # 5. The stage artifact: gathered on every rank under ZeRO-3, written by rank 0.
-    artifact = export_artifact(stage, engine.module, zero3, _manifest(args, metrics, step))
+    artifact = export_artifact(stage, stage.model, zero3, _manifest(args, metrics, step))
     if hooks.wants_params:
-        _dump(stage, engine.module, zero3, hooks, "after", rank)
+        _dump(stage, zero3, hooks, "after", rank)
     if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
             upload_dir(write_artifact(Path(tmp), artifact, stage.tokenizer), args.artifact_uri, job.storage.options)
@@ -150,15 +155,6 @@ def _hooks_of(job: StageJobConfig) -> Any:
     import model_zoo
 
     return model_zoo.spec(job.model.name).policy
-
-
-def _empty_inputs(stage: StageModel, device: torch.device) -> dict[str, torch.Tensor]:
-    """A batch whose every sample was dropped still steps every rank (collectives stay in step): two
-    padding tokens without targets give a zero loss and zero gradients."""
-    pad = stage.tokenizer.pad_token_id
-    return {"input_ids": torch.full((1, 2), pad, dtype=torch.long, device=device),
-            "attention_mask": torch.ones((1, 2), dtype=torch.long, device=device),
-            "labels": torch.full((1, 2), -100, dtype=torch.long, device=device)}
 
 
 def _step_metrics(meter: StepMeter, engine: Any, device: torch.device, world: int) -> dict[str, float]:
@@ -183,7 +179,7 @@ def _manifest(args: LoopArgs, metrics: dict[str, float], step: int) -> dict[str,
             "metrics": metrics, "lineage": args.lineage}
 
 
-def _dump(stage: StageModel, model: torch.nn.Module, zero3: bool, hooks: TestHooks, name: str, rank: int) -> None:
-    tensors = snapshot(model, stage.hooks, set(stage.hooks.GROUPS), zero3)
+def _dump(stage: StageModel, zero3: bool, hooks: TestHooks, name: str, rank: int) -> None:
+    tensors = snapshot(stage.model, stage.hooks, set(stage.hooks.GROUPS), zero3)
     if rank == 0:
         hooks.dump_params(name, tensors)

@@ -41,8 +41,10 @@ class StageResult:
 def plan_total_steps(job: StageJobConfig) -> int:
     """Optimizer steps of the stage, from the manifest size, worker count and batch sizes."""
     shard.check_data_config(job.data)
-    uids = shard.read_uids(job.data, shard.manifest_files(job.data))
-    plan = shard.plan_epoch(uids, "none", 0, 0, job.compute.num_workers)
+    samples = shard.read_samples(job.data, shard.manifest_files(job.data))
+    world = job.compute.num_workers
+    plan = shard.plan_epoch(samples, job.data.shuffle, job.data.seed, 0, world,
+                            shard.group_size_for(job.deepspeed.zero_stage, world, job.train.micro_batch_size))
     per_epoch = shard.steps_per_epoch(plan, job.train.micro_batch_size * job.train.grad_accum_steps)
     return shard.total_steps(job.train.max_steps, job.train.epochs, per_epoch)
 

@@ -6,6 +6,7 @@ counts equal. Instead every worker computes the same plan from the manifest's ui
 
     canonical order: manifest shards by name, rows in file order ("none"); a seeded permutation of it
         per epoch ("rows"), or of its shards ("blocks")
+    under ZeRO-3: regrouped so that each global micro-step holds a single media kind
     padded to a multiple of world_size with pad rows; position p goes to rank p % world_size
     rank r's list: its positions in order; a resume at sample k of the epoch starts at list[k]
 
@@ -36,12 +37,16 @@ from llavast.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 
+Sample = tuple[str, int]  # (uid, media kind)
+
+
 @dataclass(frozen=True)
 class ShardPlan:
     """Which manifest rows each rank trains on, in which order, for one epoch."""
 
     uids: list[str]  # padded global order; "" marks a pad row
     world_size: int
+    left_out: int = 0  # samples this epoch leaves out to keep micro-steps single-media (grouped plans)
 
     @property
     def per_rank(self) -> int:
@@ -60,26 +65,49 @@ def manifest_files(cfg: DataConfig) -> list[str]:
     return files
 
 
-def read_uids(cfg: DataConfig, files: list[str]) -> list[list[str]]:
-    """The uid column of each shard (cheap: rows hold no media)."""
+def read_samples(cfg: DataConfig, files: list[str]) -> list[list[Sample]]:
+    """(uid, media kind) of every row, per shard (cheap: rows hold no media)."""
     out = []
     for uri in files:
         fs, path = storage.arrow_filesystem(uri, cfg.storage)
-        out.append(pq.read_table(path, filesystem=fs, columns=["uid"]).column("uid").to_pylist())
+        table = pq.read_table(path, filesystem=fs, columns=["uid", "media_kind"])
+        out.append(list(zip(table.column("uid").to_pylist(), table.column("media_kind").to_pylist())))
     return out
 
 
-def plan_epoch(uids_per_file: list[list[str]], shuffle: str, seed: int, epoch: int, world_size: int) -> ShardPlan:
-    """The epoch's global order (deterministic in seed and epoch), padded to a multiple of world_size."""
+def plan_epoch(samples_per_file: list[list[Sample]], shuffle: str, seed: int, epoch: int, world_size: int,
+               group_size: int | None = None) -> ShardPlan:
+    """The epoch's global order (deterministic in seed and epoch), padded to a multiple of world_size.
+
+    With `group_size` (= world_size x micro_batch_size) every run of `group_size` consecutive positions,
+    i.e. every global micro-step, holds one media kind, so all ranks run the same modules in the same
+    order (ZeRO-3 gathers parameters module by module and needs that); the samples of a kind that do
+    not fill a last group are left out of this epoch (a reshuffled epoch leaves out others).
+    """
     rng = np.random.default_rng([seed, epoch])
     if shuffle == "blocks":
-        order = [uid for i in rng.permutation(len(uids_per_file)) for uid in uids_per_file[i]]
+        order = [s for i in rng.permutation(len(samples_per_file)) for s in samples_per_file[i]]
     else:
-        order = [uid for uids in uids_per_file for uid in uids]
+        order = [s for samples in samples_per_file for s in samples]
         if shuffle == "rows":
             order = [order[i] for i in rng.permutation(len(order))]
-    order += [""] * (-len(order) % world_size)
-    return ShardPlan(uids=order, world_size=world_size)
+    if group_size is None:
+        uids = [uid for uid, _ in order]
+        return ShardPlan(uids=uids + [""] * (-len(uids) % world_size), world_size=world_size)
+    if group_size % world_size:
+        raise ValueError(f"group_size {group_size} is not a multiple of world_size {world_size}")
+    by_kind: dict[int, list[str]] = {}
+    for uid, kind in order:
+        by_kind.setdefault(kind, []).append(uid)
+    groups = [uids[i:i + group_size] for _, uids in sorted(by_kind.items())
+              for i in range(0, len(uids) - len(uids) % group_size, group_size)]
+    grouped = [uid for i in rng.permutation(len(groups)) for uid in groups[i]]
+    return ShardPlan(uids=grouped, world_size=world_size, left_out=len(order) - len(grouped))
+
+
+def group_size_for(zero_stage: int, world_size: int, micro_batch_size: int) -> int | None:
+    """Single-media micro-steps are needed under ZeRO-3 only (see `train/step.py`)."""
+    return world_size * micro_batch_size if zero_stage == 3 else None
 
 
 def check_data_config(cfg: DataConfig) -> None:
