@@ -160,10 +160,10 @@ def train(
 
     from llavast.config.loader import load_stage_job
     from llavast.tracking import check_reachable
-    from llavast.train.run import run_stage
 
     job = load_stage_job(job_yaml)  # a bad YAML or an unreachable MLflow fails here, before Ray starts
     check_reachable(job.tracking.uri, job.tracking.timeout_s)
+    from llavast.train.run import run_stage  # imports DeepSpeed: only once the job is known to be runnable
     if ray_address:
         ray.init(address=ray_address)
     else:

@@ -31,9 +31,10 @@ def scaling_config(compute: ComputeSection) -> ScalingConfig:
                          accelerator_type=compute.accelerator_type, placement_strategy=compute.placement_strategy)
 
 
-def worker_env(compute: ComputeSection) -> dict[str, str]:
-    """Environment of the training workers: DeepSpeed's CPU accelerator when there is no GPU."""
-    return {} if compute.use_gpu else {"DS_ACCELERATOR": "cpu"}
+def worker_env(job: StageJobConfig) -> dict[str, str]:
+    """Environment of the training workers: the job's `env_vars`, and DeepSpeed's CPU accelerator when
+    there is no GPU."""
+    return {**job.env_vars, **({} if job.compute.use_gpu else {"DS_ACCELERATOR": "cpu"})}
 
 
 def run_config(job: StageJobConfig, run_name: str) -> RunConfig:
@@ -42,7 +43,7 @@ def run_config(job: StageJobConfig, run_name: str) -> RunConfig:
         name=run_name, storage_path=path, storage_filesystem=fs,
         failure_config=FailureConfig(max_failures=job.compute.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=job.train.keep_checkpoints),
-        worker_runtime_env={"env_vars": worker_env(job.compute)},
+        worker_runtime_env={"env_vars": worker_env(job)},
     )
 
 
