@@ -27,10 +27,10 @@ class VersionInfo:
         return f"models:/{self.model}/{self.version}"
 
 
-def _info(mv: object) -> VersionInfo:
+def _info(mv: object, aliases: dict[str, str]) -> VersionInfo:
+    mine = tuple(sorted(alias for alias, version in aliases.items() if str(version) == str(mv.version)))
     return VersionInfo(model=mv.name, version=str(mv.version), source=str(mv.source), run_id=mv.run_id,
-                       aliases=tuple(getattr(mv, "aliases", ()) or ()), tags=dict(mv.tags or {}),
-                       created_ms=int(mv.creation_timestamp or 0))
+                       aliases=mine, tags=dict(mv.tags or {}), created_ms=int(mv.creation_timestamp or 0))
 
 
 def list_models(tracker: Tracker) -> list[str]:
@@ -41,13 +41,15 @@ def list_models(tracker: Tracker) -> list[str]:
 def list_versions(tracker: Tracker, model: str) -> list[VersionInfo]:
     """Every version of `model`, oldest first; a missing model is a TrackingError naming it."""
     try:
-        tracker.client.get_registered_model(model)
+        registered = tracker.client.get_registered_model(model)
     except MlflowException as err:
         if err.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise TrackingError(f"no registered model {model!r} at {tracker.uri}") from err
         raise TrackingError(f"MLflow get_registered_model({model!r}) failed at {tracker.uri}: {err}") from err
     versions = tracker.call("search_model_versions", tracker.client.search_model_versions, f"name = '{model}'")
-    return sorted((_info(mv) for mv in versions), key=lambda v: int(v.version))
+    # search results carry no aliases: the registered model holds the alias -> version map
+    aliases = dict(getattr(registered, "aliases", None) or {})
+    return sorted((_info(mv, aliases) for mv in versions), key=lambda v: int(v.version))
 
 
 def find_version(tracker: Tracker, model: str, tag: str, value: str) -> VersionInfo | None:
