@@ -78,6 +78,11 @@ def test_prepare_and_collate(setup) -> None:
         assert (x["coord_values"][i, n:] == 0).all()
     assert np.isclose(x["coord_values"][0].sum().item(), sum(sum(v) for v in rows[0]["variables"].values()), atol=1e-4)
 
+    # Ray hands the collate multi-chunk, sliced tables: same result
+    chunked = pa.concat_tables([prepared.slice(0, 1), prepared.slice(1, 3), prepared.slice(4)])
+    again = LlavaSTCollate(tokenizer.pad_token_id, config.image_size)(chunked)
+    assert again.uids == batch.uids and all(torch.equal(again.inputs[k], x[k]) for k in x)
+
     stats = DataStats()
     stats.update(batch)
     assert stats.metrics()["data/dropped_decode_error"] == 1.0 and stats.metrics()["data/samples"] == 3.0

@@ -9,6 +9,7 @@ for the trainer to log.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -85,14 +86,16 @@ class LlavaSTCollate(ArrowBatchCollateFn):
         dropped = Counter(s for s in status if s not in (OK, PAD))
         keep = [i for i, s in enumerate(status) if s == OK]
         media_bytes = int(sum(batch.column("media_bytes").to_pylist()))
-        rows = batch.take(keep).to_pylist() if keep else []
+        small = batch.drop_columns(["frames"]).to_pylist()
+        rows = [small[i] for i in keep]
         stream = StreamBatch(inputs=None, uids=[r["uid"] for r in rows], dropped=dict(dropped),
                              num_truncated=sum(r["truncated"] for r in rows), media_bytes=media_bytes)
         if rows:
-            stream.inputs = self._stack(rows)
+            frames = _binary_views(batch.column("frames"))
+            stream.inputs = self._stack(rows, [frames[i] for i in keep])
         return stream
 
-    def _stack(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def _stack(self, rows: list[dict[str, Any]], frames: list[np.ndarray]) -> dict[str, torch.Tensor]:
         length = max(len(r["input_ids"]) for r in rows)
         b = len(rows)
         input_ids = torch.full((b, length), self.pad_token_id, dtype=torch.long)
@@ -105,12 +108,35 @@ class LlavaSTCollate(ArrowBatchCollateFn):
             labels[i, :n] = torch.tensor(r["labels"], dtype=torch.long)
             values[i, :n] = torch.tensor(r["coord_values"], dtype=torch.float32)
             attention[i, :n] = 1
-        s = self.image_size
-        frames = [np.frombuffer(r["frames"], dtype=np.uint8).reshape(r["num_media_frames"], s, s, 3) for r in rows]
-        pixels = torch.from_numpy(np.concatenate(frames)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "coord_values": values,
-                "pixel_values": pixels.contiguous(),
+                "pixel_values": self._pixels(rows, frames),
                 "media_kind": torch.tensor([r["media_kind"] for r in rows], dtype=torch.long)}
+
+    def _pixels(self, rows: list[dict[str, Any]], frames: list[np.ndarray]) -> torch.Tensor:
+        """(F, 3, S, S) float32 (x/255 - 0.5)/0.5, written in one pass from the uint8 Arrow buffers."""
+        s = self.image_size
+        counts = [r["num_media_frames"] for r in rows]
+        pixels = torch.empty((sum(counts), 3, s, s), dtype=torch.float32)
+        start = 0
+        with warnings.catch_warnings():  # the Arrow buffer is read-only; it is only read from
+            warnings.simplefilter("ignore", UserWarning)
+            for count, view in zip(counts, frames, strict=True):
+                if count:
+                    uint8 = torch.from_numpy(view.reshape(count, s, s, 3))
+                    pixels[start:start + count].copy_(uint8.permute(0, 3, 1, 2))
+                    start += count
+        return pixels.div_(127.5).sub_(1.0)
+
+
+def _binary_views(column: pa.ChunkedArray) -> list[np.ndarray]:
+    """Zero-copy uint8 views of each value of a large_binary column."""
+    views: list[np.ndarray] = []
+    for chunk in column.chunks:
+        _, offsets_buffer, data_buffer = chunk.buffers()
+        offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[chunk.offset:chunk.offset + len(chunk) + 1]
+        data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
+        views += [data[offsets[i]:offsets[i + 1]] for i in range(len(chunk))]
+    return views
 
 
 def iter_batches(shard: Any, batch_size: int, pad_token_id: int, image_size: int, prefetch_batches: int = 2,

@@ -88,20 +88,57 @@ class PrepareSamples:
         out = []
         for row, (frames, nbytes, status, detail) in zip(rows, media, strict=True):
             sample = {"uid": row["uid"], "task": row["task"], "media_kind": row["media_kind"], "media_bytes": nbytes,
-                      "num_media_frames": 0, "frames": b"", "input_ids": [], "labels": [], "coord_values": [],
-                      "truncated": False, "status": PAD if row["uid"] == "" else status, "detail": detail}
+                      "frames": _NO_FRAMES, "tokens": None, "status": PAD if row["uid"] == "" else status,
+                      "detail": detail}
             if sample["status"] == OK:
                 try:
-                    tokens = self.tokenize(json.loads(row["conversations"]), row["variables"],
-                                           MediaKind(row["media_kind"]))
-                    sample.update(num_media_frames=len(frames), frames=frames.tobytes(), input_ids=tokens.input_ids,
-                                  labels=tokens.labels, coord_values=tokens.coord_values, truncated=tokens.truncated)
+                    sample["tokens"] = self.tokenize(json.loads(row["conversations"]), row["variables"],
+                                                     MediaKind(row["media_kind"]))
+                    sample["frames"] = frames
                 except SampleTooLong as exc:
                     sample.update(status="too_long", detail=str(exc))
             if sample["status"] not in (OK, PAD):
                 log.warning("dropping sample %s: %s: %s", row["uid"], sample["status"], sample["detail"])
             out.append(sample)
-        return pa.Table.from_pylist(out, schema=SAMPLE_SCHEMA)
+        return _to_table(out)
+
+
+_NO_FRAMES = np.zeros((0, 1, 1, 3), np.uint8)
+
+
+def _list_column(arrays: list[np.ndarray], dtype: type, pa_type: pa.DataType) -> pa.Array:
+    """A list<...> column from per-row numpy arrays with one concatenation (no per-element Python objects)."""
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    flat = np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa_type))
+
+
+def _to_table(samples: list[dict[str, Any]]) -> pa.Table:
+    """Sample rows as Arrow, frames packed into one large_binary buffer (one copy of the pixels)."""
+    empty = np.zeros(0, np.int32)
+    tokens = [s["tokens"] for s in samples]
+    frames = [np.ascontiguousarray(s["frames"]).reshape(-1) for s in samples]
+    offsets = np.zeros(len(frames) + 1, dtype=np.int64)
+    np.cumsum([f.size for f in frames], out=offsets[1:])
+    pixels = np.concatenate(frames) if frames else np.zeros(0, np.uint8)
+    frames_column = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(frames), [None, pa.py_buffer(offsets), pa.py_buffer(pixels)])
+    columns = {
+        "uid": pa.array([s["uid"] for s in samples], pa.string()),
+        "task": pa.array([s["task"] for s in samples], pa.string()),
+        "status": pa.array([s["status"] for s in samples], pa.string()),
+        "detail": pa.array([s["detail"] for s in samples], pa.string()),
+        "media_kind": pa.array([s["media_kind"] for s in samples], pa.int8()),
+        "num_media_frames": pa.array([len(s["frames"]) for s in samples], pa.int32()),
+        "frames": frames_column,
+        "media_bytes": pa.array([s["media_bytes"] for s in samples], pa.int64()),
+        "input_ids": _list_column([t.input_ids if t else empty for t in tokens], np.int32, pa.int32()),
+        "labels": _list_column([t.labels if t else empty for t in tokens], np.int32, pa.int32()),
+        "coord_values": _list_column([t.coord_values if t else empty for t in tokens], np.float32, pa.float32()),
+        "truncated": pa.array([bool(t and t.truncated) for t in tokens], pa.bool_()),
+    }
+    return pa.table(columns, schema=SAMPLE_SCHEMA)
 
 
 def _pad_rows(count: int) -> pa.Table:
