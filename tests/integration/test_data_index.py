@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
 from llavast import storage
 from llavast.data.annotations import load_mixture, read_annotations, sample_indices
 from llavast.data.index import build_index

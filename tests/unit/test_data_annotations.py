@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from llavast.data.annotations import SamplingStrategy, load_mixture, parse_annotations, sample_indices
 from llavast.data.benchmark import parse_benchmark_record, to_training_record
 from llavast.data.records import Task

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
+
 from llavast import storage
 from llavast.errors import StorageError
 from llavast.storage import StorageOptions

@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
 from llavast import storage
 from llavast.data.annotations import load_mixture, read_annotations
 from llavast.data.benchmark import read_benchmark, to_training_record

@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+
 from llavast.data.validate import validate_record
 
 
