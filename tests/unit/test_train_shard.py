@@ -11,7 +11,14 @@ import pytest
 from llavast.config.data import DataConfig
 from llavast.data import manifest
 from llavast.errors import ConfigError, DataError
-from llavast.train.shard import check_data_config, plan_epoch, rank_rows, steps_per_epoch, total_steps
+from llavast.train.shard import (
+    check_data_config,
+    plan_epoch,
+    rank_rows,
+    remaining_rows,
+    steps_per_epoch,
+    total_steps,
+)
 
 UIDS = [[f"a:{i}" for i in range(5)], [f"b:{i}" for i in range(4)]]  # 9 samples in two shards
 FILES = [[(uid, 2) for uid in uids] for uids in UIDS]  # (uid, media kind): all videos
@@ -81,3 +88,18 @@ def test_rank_rows_follow_the_plan_from_the_resume_point(tmp_path: Path) -> None
             rows = rank_rows(cfg, files, plan, rank, skip)
             assert rows.schema.equals(manifest.SCHEMA)
             assert rows.column("uid").to_pylist() == plan.rank_uids(rank)[skip:]
+
+
+def test_remaining_rows_continue_mid_epoch_into_the_next_epochs(tmp_path: Path) -> None:
+    (tmp_path / "manifest").mkdir()
+    for i, uids in enumerate(UIDS):
+        rows = [dict(_row(u), media_kind=2) for u in uids]
+        pq.write_table(pa.Table.from_pylist(rows, schema=manifest.SCHEMA), tmp_path / "manifest" / f"part-{i}.parquet")
+    (tmp_path / "summary.json").write_text('{"total": 9}')
+    cfg = DataConfig(manifest=str(tmp_path), shuffle="rows", seed=5)
+    per_step, world = 2, 2  # 5 positions per rank -> 2 steps per epoch
+    for rank in range(world):
+        lists = [plan_epoch(FILES, "rows", 5, e, world).rank_uids(rank)[:4] for e in range(3)]
+        got = remaining_rows(cfg, 2, rank, world, per_step, 2, step=1, total_steps=5).column("uid").to_pylist()
+        assert got == lists[0][2:] + lists[1] + lists[2][:2]  # steps 2-5: epoch 0 half, epoch 1, epoch 2 half
+        assert remaining_rows(cfg, 2, rank, world, per_step, 2, step=5, total_steps=5).num_rows == 0

@@ -100,42 +100,35 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if logger is not None and checkpoint is not None:
         logger.log({"resumed_from_step": step}, step=step)
 
-    # 4. This rank's samples, epoch by epoch, from the position the step implies.
-    files = shard.manifest_files(job.data)
-    samples = shard.read_samples(job.data, files)
+    # 4. This rank's samples from the position the step implies to the last step, epochs concatenated.
     per_step = mb * job.train.grad_accum_steps
-    group = shard.group_size_for(job.deepspeed.zero_stage, world, mb)
-    per_epoch = shard.steps_per_epoch(shard.plan_epoch(samples, "none", 0, 0, world, group), per_step)
+    rows = shard.remaining_rows(job.data, job.deepspeed.zero_stage, rank, world, per_step, mb, step,
+                                args.total_steps)
+    kinds = rows.column("media_kind").to_pylist()[::mb]  # each micro-batch's media kind (ZeRO-3 plans)
+    batches = iter_batches(shard.rank_dataset(job.data, rows, stage.model.config, stage.tokenizer), mb, pad_id,
+                           stage.model.config.image_size, prefetch_batches=job.data.prefetch_batches) if kinds else None
     stats, metrics = DataStats(), {}
-    while step < args.total_steps:
-        epoch, in_epoch = divmod(step, per_epoch)
-        plan = shard.plan_epoch(samples, job.data.shuffle, job.data.seed, epoch, world, group)
-        rows = shard.rank_rows(job.data, files, plan, rank, skip=in_epoch * per_step)
-        kinds = rows.column("media_kind").to_pylist()[::mb]  # a micro-batch's media kind (ZeRO-3 plans)
-        ds = shard.rank_dataset(job.data, rows, stage.model.config, stage.tokenizer)
-        batches = iter_batches(ds, mb, pad_id, stage.model.config.image_size,
-                               prefetch_batches=job.data.prefetch_batches)
-        for i in range(min(per_epoch - in_epoch, args.total_steps - step)):
-            hooks.maybe_kill(rank, step)
-            meter = StepMeter()
-            for j in range(job.train.grad_accum_steps):
-                waited = time.perf_counter()
-                batch = next(batches).to(device)
-                waited = time.perf_counter() - waited
-                stats.update(batch)
-                hooks.log_samples(rank, step + 1, batch.uids)
-                out = micro_step(batch, kinds[i * job.train.grad_accum_steps + j])
-                meter.add(out.loss, out.target_tokens, batch.size, out.tokens, waited, batch.num_dropped)
-            step += 1
-            metrics = _step_metrics(meter, engine, device, world)
-            dropped += int(metrics.pop("dropped"))
-            metrics.update(dropped_samples=dropped, samples_consumed=step * per_step * world)
-            if logger is not None and step % job.train.log_every == 0:
-                logger.log(metrics, step=step)
-            if step % job.train.checkpoint_every == 0 or step == args.total_steps:
-                progress = Progress(step=step, samples_consumed=step * per_step * world, dropped_samples=dropped,
-                                    world_size=world, fingerprint=args.fingerprint)
-                _report_checkpoint(engine, job, metrics, progress, rank)
+    for micro in range(0, len(kinds), job.train.grad_accum_steps):
+        hooks.maybe_kill(rank, step)
+        meter = StepMeter()
+        for kind in kinds[micro:micro + job.train.grad_accum_steps]:
+            waited = time.perf_counter()
+            batch = next(batches).to(device)  # type: ignore[arg-type]
+            waited = time.perf_counter() - waited
+            stats.update(batch)
+            hooks.log_samples(rank, step + 1, batch.uids)
+            out = micro_step(batch, kind)
+            meter.add(out.loss, out.target_tokens, batch.size, out.tokens, waited, batch.num_dropped)
+        step += 1
+        metrics = _step_metrics(meter, engine, device, world)
+        dropped += int(metrics.pop("dropped"))
+        metrics.update(dropped_samples=dropped, samples_consumed=step * per_step * world)
+        if logger is not None and step % job.train.log_every == 0:
+            logger.log(metrics, step=step)
+        if step % job.train.checkpoint_every == 0 or step == args.total_steps:
+            progress = Progress(step=step, samples_consumed=step * per_step * world, dropped_samples=dropped,
+                                world_size=world, fingerprint=args.fingerprint)
+            _report_checkpoint(engine, job, metrics, progress, rank)
 
     # 5. The stage artifact: gathered on every rank under ZeRO-3, written by rank 0.
     artifact = export_artifact(stage, stage.model, zero3, _manifest(args, metrics, step))

@@ -166,6 +166,25 @@ def rank_dataset(cfg: DataConfig, rows: pa.Table, model_config: Any, tokenizer: 
                                "options": cfg.storage, "fetch_threads": cfg.fetch_threads})
 
 
+def remaining_rows(cfg: DataConfig, zero_stage: int, rank: int, world_size: int, per_step: int,
+                   micro_batch_size: int, step: int, total_steps: int) -> pa.Table:
+    """Rank `rank`'s rows for steps `step` .. `total_steps`: the rest of the current epoch's list, then
+    the lists of the following (reshuffled) epochs, so one stream serves every remaining epoch."""
+    files = manifest_files(cfg)
+    samples = read_samples(cfg, files)
+    group = group_size_for(zero_stage, world_size, micro_batch_size)
+    per_epoch = steps_per_epoch(plan_epoch(samples, "none", 0, 0, world_size, group), per_step)
+    epoch, in_epoch = divmod(step, per_epoch)
+    need, parts = (total_steps - step) * per_step, []
+    while need > 0:
+        plan = plan_epoch(samples, cfg.shuffle, cfg.seed, epoch, world_size, group)
+        skip = in_epoch * per_step if not parts else 0
+        take = min(need, per_epoch * per_step - skip)
+        parts.append(rank_rows(cfg, files, plan, rank, skip).slice(0, take))
+        need, epoch = need - take, epoch + 1
+    return pa.concat_tables(parts) if parts else manifest.SCHEMA.empty_table()
+
+
 def steps_per_epoch(plan: ShardPlan, samples_per_step: int) -> int:
     """Optimizer steps one epoch gives: each rank consumes samples_per_step per step; the tail that
     does not fill a whole step is left out of that epoch (every rank does the same number of steps)."""
