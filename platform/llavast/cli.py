@@ -377,10 +377,20 @@ def _print_log_line(line: str) -> None:
     console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def _jobs_client(address: str) -> Any:
-    from llavast.orchestrate.submit import jobs_client
+def _jobs_api(address: str) -> Any:
+    from llavast.orchestrate.submit import JobsApi
 
-    return jobs_client(address)
+    return JobsApi(address)
+
+
+def _follow(api: Any, job_id: str) -> str:
+    """Tail a job's logs until it ends; Ctrl-C stops following, not the job."""
+    try:
+        return api.follow(job_id, _print_log_line)
+    except KeyboardInterrupt:
+        errors.print(f"stopped following {job_id}; it keeps running (stop it with: llavast stop {job_id} "
+                     f"--address {api.address})", soft_wrap=True)
+        raise typer.Exit(130) from None
 
 
 @app.command("submit")
@@ -390,35 +400,47 @@ def submit(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Jo
            follow: Annotated[bool, typer.Option("--follow", "-f", help="Tail the logs until the job ends.")] = False,
            submission_id: Annotated[str | None, typer.Option(help="Id for the Ray job (default: generated).")] = None
            ) -> None:
-    """Submit a job to a Ray cluster through the Jobs API, with the working dir and requirements as runtime_env."""
-    from llavast.orchestrate.submit import submit_job, tail_logs
+    """Submit a job to a Ray cluster through the Jobs API, with the working dir and requirements as runtime_env.
 
-    job = _load(job_file, set_)  # validate before shipping anything
-    job_id = submit_job(_jobs_client(address), job, job_file, set_ or [], from_node=from_node, only=only,
-                        submission_id=submission_id)
-    console.print(f"submitted [bold]{job_id}[/bold] to {address}; follow it with: llavast logs {job_id} "
-                  f"--address {address} --follow", soft_wrap=True)
+    The YAML is validated (and its ${env:NAME} references resolved) before the cluster is contacted; with
+    --follow the command exits 0 only when the job SUCCEEDED.
+    """
+    from llavast.orchestrate.submit import prepare
+
+    submission = prepare(_load(job_file, set_), job_file, set_ or [], from_node=from_node, only=only)
+    api = _jobs_api(address)
+    job_id = api.submit(submission, submission_id)
+    console.print(f"submitted {job_id} to {address}; follow it with: llavast logs {job_id} --address {address} "
+                  "--follow", soft_wrap=True, highlight=False)
     if follow:
-        status = tail_logs(_jobs_client(address), job_id, _print_log_line)
-        console.print(f"{job_id}: {status}")
+        status = _follow(api, job_id)
+        console.print(f"{job_id}: {status}", highlight=False)
         if status != "SUCCEEDED":
             raise typer.Exit(1)
+
+
+def _duration(info: Any) -> str:
+    """How long the job ran (Ray reports epoch milliseconds), or that it still runs."""
+    if not info.start_time:
+        return "-"
+    return f"{(info.end_time - info.start_time) / 1000:.0f}s" if info.end_time else "running"
 
 
 @app.command("status")
 @user_errors
 def status(ctx: typer.Context, address: DashboardOpt,
            job_id: Annotated[str | None, typer.Argument(help="A job id (default: list all jobs).")] = None) -> None:
-    """The status of one Ray job, or a table of all of them."""
-    client = _jobs_client(address)
-    jobs = [client.get_job_info(job_id)] if job_id else client.list_jobs()
+    """The status of one Ray job, or a table of all of them (oldest first)."""
+    api = _jobs_api(address)
+    jobs = [api.info(job_id)] if job_id else api.jobs()
     table = Table()
-    for column in ("job", "status", "entrypoint", "message"):
+    for column in ("job", "status", "time", "entrypoint", "message"):
         table.add_column(column, overflow="fold")
     for info in sorted(jobs, key=lambda j: j.start_time or 0):
-        table.add_row(info.submission_id or info.job_id or "-", str(getattr(info.status, "value", info.status)),
-                      info.entrypoint or "",
-                      info.message or "")
+        status = str(getattr(info.status, "value", info.status))
+        table.add_row(escape(info.submission_id or info.job_id or "-"),
+                      f"[{STATUS_STYLE.get(status.lower(), 'white')}]{status}[/]", _duration(info),
+                      escape(info.entrypoint or ""), escape(info.message or ""))
     console.print(table)
 
 
@@ -427,14 +449,12 @@ def status(ctx: typer.Context, address: DashboardOpt,
 def logs(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="The job id.")], address: DashboardOpt,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep tailing until the job ends.")] = False
          ) -> None:
-    """A Ray job's logs."""
-    client = _jobs_client(address)
+    """A Ray job's logs (the output of `llavast run` on the cluster: Ray Train's and the stage's lines)."""
+    api = _jobs_api(address)
     if follow:
-        from llavast.orchestrate.submit import tail_logs
-
-        tail_logs(client, job_id, _print_log_line)
+        console.print(f"{job_id}: {_follow(api, job_id)}", highlight=False)
     else:
-        console.print(client.get_job_logs(job_id), end="", highlight=False, markup=False)
+        console.print(api.logs(job_id), end="", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("stop")
@@ -442,8 +462,8 @@ def logs(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="The job
 def stop(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="The job id.")],
          address: DashboardOpt) -> None:
     """Stop a running Ray job (a stopped stage resumes from its latest checkpoint when run again)."""
-    stopped = _jobs_client(address).stop_job(job_id)
-    console.print(f"{job_id}: {'stop requested' if stopped else 'was not running'}")
+    stopped = _jobs_api(address).stop(job_id)
+    console.print(f"{job_id}: {'stop requested' if stopped else 'was not running'}", highlight=False)
 
 
 # ---- registry -----------------------------------------------------------------------------------------------

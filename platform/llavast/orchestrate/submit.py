@@ -12,6 +12,7 @@ import asyncio
 import os
 import shlex
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +23,89 @@ from llavast.errors import ConfigError, LlavastError
 
 EXCLUDES = [".git", ".venv", ".demo", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",
             "benchmarks/results"]
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What goes to the cluster: built (and every ${env:...} resolved) before the cluster is contacted."""
+
+    source: Path
+    name: str
+    entrypoint: str
+    runtime_env: dict[str, Any]
+
+
+def prepare(job: Any, job_file: Path, sets: list[str], *, from_node: str | None = None,
+            only: str | None = None) -> Submission:
+    env, job_path = runtime_env(job, job_file)
+    return Submission(source=job_file, name=_config(job).name, runtime_env=env,
+                      entrypoint=entrypoint(job_path, sets, from_node, only))
 
 
 class SubmitError(LlavastError):
-    """The Ray Jobs API could not be reached or refused the request."""
+    """The Ray Jobs API could not be reached, refused the request, or does not know the job."""
 
 
-def jobs_client(address: str) -> Any:
-    """A JobSubmissionClient; it adds Ray's token-auth header itself when token authentication is on."""
-    from ray.job_submission import JobSubmissionClient
+class JobsApi:
+    """The Ray Jobs API of one cluster (its dashboard address), for submit, status, logs and stop.
 
-    try:
-        return JobSubmissionClient(address)
-    except Exception as err:  # connection refused, 401/403, bad address: all surface as generic exceptions
-        raise SubmitError(f"cannot reach the Ray Jobs API at {address}: {err}") from err
+    Every failure becomes a SubmitError naming the call, the job and the address: the Ray client raises
+    bare RuntimeErrors and connection errors, which the CLI would otherwise show as tracebacks. The client
+    adds Ray's token-auth header itself when RAY_AUTH_MODE=token (the token from RAY_AUTH_TOKEN, the file
+    at RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token).
+    """
+
+    def __init__(self, address: str) -> None:
+        from ray.job_submission import JobSubmissionClient
+
+        self.address = address
+        try:
+            self.client = JobSubmissionClient(address)
+        except Exception as err:  # connection refused, 401/403, bad address, version mismatch
+            raise SubmitError(f"cannot reach the Ray Jobs API at {address}: {err}") from err
+
+    def _call(self, what: str, job_id: str | None, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            if job_id is not None and "status code 404" in str(err):  # the Jobs API's answer to an unknown id
+                raise SubmitError(f"no job {job_id!r} on the cluster at {self.address} (list its jobs with "
+                                  f"`llavast status --address {self.address}`)") from err
+            raise SubmitError(f"{what} failed at the Ray Jobs API {self.address}: {err}") from err
+
+    def submit(self, submission: Submission, submission_id: str | None = None) -> str:
+        """Ship the job's working dir and run its entrypoint on the cluster; return the job id."""
+        return self._call(f"submitting {submission.source}", None, self.client.submit_job,
+                          entrypoint=submission.entrypoint, runtime_env=submission.runtime_env,
+                          submission_id=submission_id, metadata={"llavast.job": submission.name})
+
+    def info(self, job_id: str) -> Any:
+        return self._call(f"reading job {job_id}", job_id, self.client.get_job_info, job_id)
+
+    def jobs(self) -> list[Any]:
+        return list(self._call("listing jobs", None, self.client.list_jobs))
+
+    def status(self, job_id: str) -> str:
+        status = self._call(f"reading job {job_id}", job_id, self.client.get_job_status, job_id)
+        return str(getattr(status, "value", status))
+
+    def logs(self, job_id: str) -> str:
+        return self._call(f"reading the logs of job {job_id}", job_id, self.client.get_job_logs, job_id)
+
+    def stop(self, job_id: str) -> bool:
+        """True when a stop was requested, False when the job had already ended."""
+        return bool(self._call(f"stopping job {job_id}", job_id, self.client.stop_job, job_id))
+
+    def follow(self, job_id: str, emit: Callable[[str], None]) -> str:
+        """Stream the job's logs until it ends (the server closes the stream only then); return its status."""
+        self.status(job_id)  # an unknown id fails here, with the message above
+
+        async def tail() -> None:
+            async for lines in self.client.tail_job_logs(job_id):
+                emit(lines.rstrip("\n"))
+
+        self._call(f"following the logs of job {job_id}", job_id, asyncio.run, tail())
+        return self.status(job_id)
 
 
 def _config(job: Any) -> BaseModel:
@@ -85,25 +154,3 @@ def entrypoint(job_path: str, sets: list[str], from_node: str | None, only: str 
     if only:
         words += ["--only", only]
     return shlex.join(words)
-
-
-def submit_job(client: Any, job: Any, job_file: Path, sets: list[str], *, from_node: str | None = None,
-               only: str | None = None, submission_id: str | None = None) -> str:
-    env, job_path = runtime_env(job, job_file)
-    try:
-        return client.submit_job(entrypoint=entrypoint(job_path, sets, from_node, only), runtime_env=env,
-                                 submission_id=submission_id, metadata={"llavast.job": _config(job).name})
-    except Exception as err:
-        raise SubmitError(f"the Ray Jobs API refused {job_file}: {err}") from err
-
-
-def tail_logs(client: Any, job_id: str, emit: Callable[[str], None]) -> str:
-    """Stream a job's logs until it ends; return its final status."""
-
-    async def follow() -> None:
-        async for lines in client.tail_job_logs(job_id):
-            emit(lines.rstrip("\n"))
-
-    asyncio.run(follow())
-    status = client.get_job_status(job_id)
-    return str(getattr(status, "value", status))
