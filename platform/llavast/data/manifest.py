@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from llavast import storage
 from llavast.data.annotations import MixtureEntry
-from llavast.data.records import VARIABLE_KEYS, Task, media_of, split_window
+from llavast.data.records import VARIABLE_KEYS, MediaKind, Task, media_of, split_window
 from llavast.errors import DataError
 from llavast.storage import StorageOptions
 
@@ -78,3 +78,13 @@ def read_summary(index_uri: str, options: StorageOptions) -> dict[str, Any]:
         raise DataError(f"{index_uri} has no {SUMMARY_FILE}: it is not a finished index; run "
                         "`llavast data index MIXTURE.yaml --out URI` first")
     return json.loads(storage.read_text(uri, options))
+
+
+def pad_rows(count: int) -> pa.Table:
+    """`count` empty text-only rows: they fill a split so every worker gets the same number of rows;
+    the collate turns them into target-less samples."""
+    empty = {k: [] for k in VARIABLES_TYPE.names}
+    rows = [{"uid": "", "id": "", "source": "", "task": "", "source_file": "", "record_index": -1,
+             "media_kind": int(MediaKind.TEXT), "media_uri": "", "split_start": -1, "split_end": -1,
+             "conversations": "[]", "variables": empty} for _ in range(count)]
+    return pa.Table.from_pylist(rows, schema=SCHEMA)

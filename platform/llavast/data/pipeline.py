@@ -141,14 +141,6 @@ def _to_table(samples: list[dict[str, Any]]) -> pa.Table:
     return pa.table(columns, schema=SAMPLE_SCHEMA)
 
 
-def _pad_rows(count: int) -> pa.Table:
-    empty = {k: [] for k in manifest.VARIABLES_TYPE.names}
-    rows = [{"uid": "", "id": "", "source": "", "task": "", "source_file": "", "record_index": -1,
-             "media_kind": int(MediaKind.TEXT), "media_uri": "", "split_start": -1, "split_end": -1,
-             "conversations": "[]", "variables": empty} for _ in range(count)]
-    return pa.Table.from_pylist(rows, schema=manifest.SCHEMA)
-
-
 def check_against_model(cfg: DataConfig, config: LlavaSTConfig) -> None:
     """The data section may restate N and the frame size; a mismatch with the model is a config error."""
     if cfg.num_frames is not None and cfg.num_frames != config.num_frames:
@@ -185,7 +177,7 @@ def build_dataset(cfg: DataConfig, config: LlavaSTConfig, tokenizer: Any, world_
                         **light)
     pads = -summary["total"] % world_size
     if pads:
-        ds = ds.union(ray.data.from_arrow(_pad_rows(pads)))
+        ds = ds.union(ray.data.from_arrow(manifest.pad_rows(pads)))
     if cfg.shuffle == "rows":
         ds = ds.random_shuffle(seed=cfg.seed, **light)
     elif cfg.shuffle == "blocks":

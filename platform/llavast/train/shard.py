@@ -31,7 +31,6 @@ from llavast import storage
 from llavast.config.data import DataConfig
 from llavast.data import manifest
 from llavast.data.pipeline import PrepareSamples, check_against_model
-from llavast.data.records import MediaKind
 from llavast.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -116,14 +115,6 @@ def check_data_config(cfg: DataConfig) -> None:
                           "deterministic order; use data.shuffle: rows (a seeded global shuffle)")
 
 
-def _pad_rows(count: int) -> pa.Table:
-    empty = {k: [] for k in manifest.VARIABLES_TYPE.names}
-    rows = [{"uid": "", "id": "", "source": "", "task": "", "source_file": "", "record_index": -1,
-             "media_kind": int(MediaKind.TEXT), "media_uri": "", "split_start": -1, "split_end": -1,
-             "conversations": "[]", "variables": empty} for _ in range(count)]
-    return pa.Table.from_pylist(rows, schema=manifest.SCHEMA)
-
-
 def rank_rows(cfg: DataConfig, files: list[str], plan: ShardPlan, rank: int, skip: int) -> pa.Table:
     """Rank `rank`'s manifest rows from list position `skip` on, in list order (pad rows last).
 
@@ -147,7 +138,7 @@ def rank_rows(cfg: DataConfig, files: list[str], plan: ShardPlan, rank: int, ski
         missing = sorted(set(real) - set(found))[:3]
         raise DataError(f"{cfg.manifest}: rows {missing} vanished from the manifest while training; re-index")
     ordered = table.take(pa.array(sorted(range(len(found)), key=lambda i: position[found[i]]), type=pa.int64()))
-    return pa.concat_tables([ordered, _pad_rows(len(mine) - len(real))])
+    return pa.concat_tables([ordered, manifest.pad_rows(len(mine) - len(real))])
 
 
 def rank_dataset(cfg: DataConfig, rows: pa.Table, model_config: Any, tokenizer: Any) -> ray.data.Dataset:
