@@ -16,7 +16,7 @@ from llavast.data import manifest
 from llavast.data.annotations import MixtureEntry
 from llavast.data.collate import DataStats, LlavaSTCollate
 from llavast.data.media import decode_video
-from llavast.data.pipeline import SAMPLE_SCHEMA, PrepareSamples, _pad_rows
+from llavast.data.pipeline import SAMPLE_SCHEMA, PrepareSamples
 from llavast.data.records import Task
 from llavast.data.synth import SynthSpec, synthesize
 from llavast.storage import StorageOptions
@@ -55,7 +55,7 @@ def test_prepare_and_collate(setup) -> None:
     no_values = {k: [] for k in manifest.VARIABLES_TYPE.names}
     chat = json.dumps([{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}])
     text = dict(rows[0], uid="text:0", media_kind=0, media_uri="", variables=no_values, conversations=chat)
-    table = pa.concat_tables([manifest.rows_to_table(rows + [text]), _pad_rows(1)])
+    table = pa.concat_tables([manifest.rows_to_table(rows + [text]), manifest.pad_rows(1)])
     prepared = PrepareSamples(tokenizer, config, max_length=4096, options=OPTS, fetch_threads=2)(table)
     assert prepared.schema.equals(SAMPLE_SCHEMA)
     assert prepared.column("status").to_pylist() == ["ok", "ok", "decode_error", "fetch_error", "ok", "pad"]
