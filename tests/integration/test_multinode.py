@@ -12,6 +12,7 @@ comes from Ray Train's own worker logs: every record carries `world_rank`, `run_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -61,14 +62,22 @@ class HeldCluster:
     session_dir: Path
 
 
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.fixture
 def cluster() -> Iterator[HeldCluster]:
     """A 3-node Cluster in its own process group, with its own Ray temp dir (short: unix socket paths)."""
     temp = Path(tempfile.mkdtemp(prefix="lmn", dir="/tmp"))
     env = {**os.environ, "RAY_TMPDIR": str(temp), "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_memory_monitor_refresh_ms": "0"}  # the machine is shared: no kills by total memory use
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=open(temp / "holder.log", "wb"), env=env, text=True, start_new_session=True)
+    with open(temp / "holder.log", "wb") as log:
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=log, env=env, text=True, start_new_session=True)
     processes: list[psutil.Process] = []
     try:
         line = holder.stdout.readline()
@@ -84,9 +93,10 @@ def cluster() -> Iterator[HeldCluster]:
         except subprocess.TimeoutExpired:
             os.killpg(holder.pid, signal.SIGKILL)
             holder.wait()
-        survivors = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        survivors = [p for p in processes if _alive(p)]
         for process in survivors:
-            process.kill()
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()  # psutil refuses to signal a pid that now belongs to another process
         shutil.rmtree(temp, ignore_errors=True)
     assert not survivors, f"the Cluster left processes behind: {[p.pid for p in survivors]}"
 
