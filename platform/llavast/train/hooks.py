@@ -19,6 +19,8 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class TestHooks:
+    __test__ = False  # not a pytest test class
+
     kill_rank: int | None = None
     kill_at_step: int | None = None
     kill_marker: str | None = None  # the kill happens only while this file does not exist (then creates it)

@@ -59,7 +59,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     DataContext.get_current().execution_options.preserve_order = True  # this worker's stream keeps its plan
-    cache = Path(tempfile.gettempdir()) / "llavast-cache"
+    cache = Path(tempfile.mkdtemp(prefix="llavast-worker-"))  # downloads of this attempt only: never stale
 
     # 1. The stage model: base -> parent artifact -> LoRA merge/add -> freeze per policy.
     stage = build_stage_model(
