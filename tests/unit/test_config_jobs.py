@@ -146,3 +146,13 @@ def test_docs_jobs_md_holds_the_current_generated_reference():
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "jobs.md").read_text()
     assert reference() in docs, "docs/jobs.md is stale: regenerate it with python -m llavast.config.reference"
+
+
+def test_runtime_env_fields_do_not_change_the_fingerprint(tmp_path):
+    from llavast.config.loader import fingerprint
+
+    base = load_job(_write(tmp_path, STAGE))
+    shipped = load_job(_write(tmp_path, STAGE + "working_dir: /tmp/ray/pkg\nenv_vars: {A: b}\ndescription: x\n",
+                              "shipped.yaml"))
+    assert fingerprint(base) == fingerprint(shipped)
+    assert fingerprint(base) != fingerprint(load_job(_write(tmp_path, STAGE, "s.yaml"), ["train.lr=0.5"]))

@@ -118,9 +118,15 @@ def load_stage_job(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> 
     return job
 
 
+# How a job is shipped and described, not what it computes: a resubmitted job (whose working_dir is the
+# cluster's unpacked copy) must keep its fingerprint, so its stages resume instead of starting over.
+NOT_FINGERPRINTED = frozenset({"description", "working_dir", "env_vars", "pip", "requirements"})
+
+
 def canonical_json(config: BaseModel) -> str:
     """The resolved config (defaults filled in) as canonical JSON: sorted keys, no whitespace."""
-    return json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    data = {k: v for k, v in config.model_dump(mode="json").items() if k not in NOT_FINGERPRINTED}
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def fingerprint(config: BaseModel) -> str:
