@@ -125,10 +125,7 @@ def data_index(
 
     options = storage_options(endpoint_url, region)
     load_mixture(mixture, options)  # a bad path or YAML fails here, before a Ray cluster starts
-    if ray_address:
-        ray.init(address=ray_address)
-    else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    _start_ray(ray_address, num_cpus)
     try:
         with console.status(f"indexing {mixture}"):
             summary = build_index(mixture, out, options, seed=seed, strict=strict,
@@ -164,10 +161,7 @@ def train(
     job = load_stage_job(job_yaml)  # a bad YAML or an unreachable MLflow fails here, before Ray starts
     check_reachable(job.tracking.uri, job.tracking.timeout_s)
     from llavast.train.run import run_stage  # imports DeepSpeed: only once the job is known to be runnable
-    if ray_address:
-        ray.init(address=ray_address)
-    else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    _start_ray(ray_address, num_cpus)
     try:
         with console.status(f"training stage {job.train.stage} of {job.name}"):
             result = run_stage(job)
