@@ -74,7 +74,9 @@ def test_nodes_install_the_platform_with_the_same_ray():
     config = prepared(load())
     assert config["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py311-gpu"
     setup = " && ".join(config["setup_commands"])
-    assert "torch==2.13.0" in setup and "~/llava-st-platform" in setup
+    assert "torch==2.13.0" in setup and "-r /tmp/requirements-gpu.lock" in setup
+    assert "grep -v '^torch==' ~/llava-st-platform/requirements.lock" in setup  # the lock, less its CPU torch
+    assert "--no-deps --no-build-isolation ~/llava-st-platform" in setup  # nothing outside the lock
     assert config["file_mounts"] == {"~/llava-st-platform": "."}
     # Ray merges the common setup into each node kind's: both kinds get the platform.
     assert config["head_setup_commands"] == config["worker_setup_commands"] == config["setup_commands"]

@@ -183,6 +183,9 @@ def test_every_container_runs_the_same_image_with_the_manifests_ray_version():
     assert spec["rayVersion"] == ray.__version__, "the cluster's Ray must match the submitting client's"
     dockerfile = (KUBERAY.parent / "image" / "Dockerfile").read_text()
     assert f"FROM rayproject/ray:{spec['rayVersion']}-py311-gpu" in dockerfile
+    # the image installs the lock (less its CPU torch line), torch's CUDA build, and the project with no deps
+    assert "grep -v '^torch==' requirements.lock" in dockerfile and "-r /tmp/requirements-gpu.lock" in dockerfile
+    assert "torch==2.13.0" in dockerfile and "--no-deps --no-build-isolation ." in dockerfile
 
 
 # ---- the RayJob -----------------------------------------------------------------------------------
