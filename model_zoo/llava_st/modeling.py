@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, Qwen2ForCausalLM, SiglipVisionModel
-from transformers.cache_utils import DynamicCache
-from transformers.utils import ModelOutput
+from transformers.cache_utils import Cache, DynamicCache
 
 from .config import LlavaSTConfig
 from .lape import LAPE, LAPETables
@@ -26,12 +25,15 @@ IGNORE_INDEX = -100
 MEDIA_TEXT, MEDIA_IMAGE, MEDIA_VIDEO = 0, 1, 2
 
 
-@dataclass
-class LlavaSTOutput(ModelOutput):
+@dataclass(frozen=True)
+class LlavaSTOutput:
+    """What `forward` returns. A plain dataclass, not a transformers ModelOutput: nothing here indexes it as a
+    dict or tuple, and transformers renames ModelOutput fields between releases (5.24: past_key_values -> cache)."""
+
     loss: Tensor | None = None
     logits: Tensor | None = None
     num_target_tokens: Tensor | None = None
-    past_key_values: object | None = None
+    cache: Cache | None = None
 
 
 class LlavaSTForCausalLM(PreTrainedModel):
@@ -195,16 +197,21 @@ class LlavaSTForCausalLM(PreTrainedModel):
         pixel_values: Tensor | None = None,
         media_kind: Tensor | None = None,
         position_ids: Tensor | None = None,
-        past_key_values: object | None = None,
+        cache: Cache | None = None,
         use_cache: bool = False,
         return_logits: bool | None = None,
     ) -> LlavaSTOutput:
-        """Loss when `labels` are given; full logits when `return_logits` (default: no labels)."""
+        """Loss when `labels` are given; full logits when `return_logits` (default: no labels).
+
+        With `use_cache`, the returned `cache` is the KV cache (the one passed in, extended in place, or a new one).
+        """
         tables = self.lape()
         embeds = self.build_inputs_embeds(input_ids, coord_values, pixel_values, media_kind, tables)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config.text_config)
         out = self.language_model.model(
             inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=past_key_values, use_cache=use_cache)
+            cache=cache, use_cache=use_cache)
         hidden = out.last_hidden_state
         loss = count = None
         if labels is not None:
@@ -213,8 +220,7 @@ class LlavaSTForCausalLM(PreTrainedModel):
                 loss = loss + self._participation(media_kind, tables, hidden)
         want_logits = labels is None if return_logits is None else return_logits
         logits = self.logits(hidden, tables) if want_logits else None
-        return LlavaSTOutput(loss=loss, logits=logits, num_target_tokens=count,
-                             past_key_values=out.past_key_values if use_cache else None)
+        return LlavaSTOutput(loss=loss, logits=logits, num_target_tokens=count, cache=cache if use_cache else None)
 
     @torch.no_grad()
     def generate(
@@ -242,7 +248,7 @@ class LlavaSTForCausalLM(PreTrainedModel):
         new_tokens = []
         for _ in range(max_new_tokens):
             out = self.language_model.model(inputs_embeds=embeds, attention_mask=attention_mask,
-                                            position_ids=positions, past_key_values=cache, use_cache=True)
+                                            position_ids=positions, cache=cache, use_cache=True)
             logits = self.logits(out.last_hidden_state[:, -1], tables)
             logits[:, self.placeholder_start:] = float("-inf")  # defensive: placeholders are never emitted
             token = logits.argmax(-1)

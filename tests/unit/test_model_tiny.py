@@ -94,6 +94,21 @@ def test_generate_emits_tokens_that_decode(tiny_model, video_batch, tiny_tokeniz
     assert logits[0, -1].argmax().item() == new[0, 1].item()
 
 
+def test_forward_kv_cache_continues_the_sequence_exactly(tiny_model, video_batch):
+    """forward(use_cache=True) hands back a cache that, fed with the next token, gives the full pass's logits."""
+    model = tiny_model.eval()
+    ids = video_batch["input_ids"][:, :-4]  # the prompt: no coordinate placeholders, so no coord_values
+    media = {"pixel_values": video_batch["pixel_values"], "media_kind": video_batch["media_kind"]}
+    with torch.no_grad():
+        full = model(ids, **media).logits
+        head = model(ids[:, :-1], **media, use_cache=True)
+        assert head.cache is not None and head.cache.get_seq_length() == ids.shape[1] - 1
+        step = model(ids[:, -1:], position_ids=torch.tensor([[ids.shape[1] - 1]]), cache=head.cache, use_cache=True)
+    assert step.cache is head.cache and head.cache.get_seq_length() == ids.shape[1]
+    torch.testing.assert_close(step.logits[:, -1], full[:, -1], rtol=1e-4, atol=1e-4)
+    assert model(ids, **media).cache is None  # no cache unless asked
+
+
 def test_generate_can_emit_coordinate_tokens(tiny_model):
     model = tiny_model.eval()
     prompt = torch.tensor([[5, 6, 7]])
