@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, Qwen2ForCausalLM, SiglipVisionModel
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.utils import ModelOutput
 
 from .config import LlavaSTConfig
 from .lape import LAPE, LAPETables
@@ -25,10 +26,11 @@ IGNORE_INDEX = -100
 MEDIA_TEXT, MEDIA_IMAGE, MEDIA_VIDEO = 0, 1, 2
 
 
-@dataclass(frozen=True)
-class LlavaSTOutput:
-    """What `forward` returns. A plain dataclass, not a transformers ModelOutput: nothing here indexes it as a
-    dict or tuple, and transformers renames ModelOutput fields between releases (5.24: past_key_values -> cache)."""
+@dataclass
+class LlavaSTOutput(ModelOutput):
+    """What `forward` returns. A ModelOutput (an OrderedDict) on purpose: DeepSpeed ZeRO-3 finds the tensors
+    of a module's output to hook its backward (and re-gather external parameters) only in tuples, lists and
+    dicts, not in a plain dataclass. Field names follow transformers >= 5.24 (`cache`, not `past_key_values`)."""
 
     loss: Tensor | None = None
     logits: Tensor | None = None
