@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors.torch import save_file
 from torch import Tensor
+
+
+KILL_AFTER_POLL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class TestHooks:
         if marker.exists():
             return
         marker.write_text(f"killed rank {rank} at step {step} (pid {os.getpid()})\n")
+        # Ray Train V2's controller collects each worker's reports (checkpoints included) when it polls the
+        # workers, every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s); a worker killed sooner after its last report
+        # takes that report with it. Outlive one poll, so the kill lands after the latest checkpoint counts.
+        time.sleep(KILL_AFTER_POLL_S)
         os.kill(os.getpid(), signal.SIGKILL)
 
     def log_samples(self, rank: int, step: int, uids: list[str]) -> None:
