@@ -56,10 +56,19 @@ def user_errors(command: F) -> F:
             ctx = kwargs.get("ctx")
             if ctx is None or ctx.find_root().params.get("debug"):
                 raise
-            errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            errors.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            failure = getattr(exc, "failure", None)  # a failed training run's root cause (TrainError)
+            if failure is not None:
+                _print_failure(failure)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _print_failure(failure: Any, indent: str = "  ") -> None:
+    """A failure's full report under its one-line summary: root exception, file:line, where the log is."""
+    for line in failure.lines():
+        errors.print(indent + escape(line), highlight=False, soft_wrap=True)
 
 
 def storage_options(endpoint_url: str | None, region: str | None) -> StorageOptions:
@@ -213,6 +222,7 @@ FromOpt = Annotated[str | None, typer.Option("--from", help="Re-run this node an
 OnlyOpt = Annotated[str | None, typer.Option("--only", help="Run only this node (its inputs must exist).")]
 AddressOpt = Annotated[str | None, typer.Option(
     "--address", envvar="RAY_ADDRESS", help="Ray cluster to run on (default: start a local Ray).")]
+REASON_CHARS = 64  # a failed or blocked node's reason in the nodes table
 STATUS_STYLE = {"succeeded": "green", "skipped": "cyan", "failed": "red", "blocked": "yellow", "pending": "white",
                 "running": "magenta"}
 
@@ -239,8 +249,8 @@ def _nodes_table(pipeline: Any, results: dict[str, Any] | None = None, title: st
         status = result.status.value if result else "-"
         details = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in (result.details if result else {}).items() if v is not None and k != "run_id")
-        if result and result.error:
-            details = result.error
+        if result and result.error:  # a short reason; a failed node's full report is printed below the table
+            details = result.error if len(result.error) <= REASON_CHARS else result.error[:REASON_CHARS - 1] + "…"
         table.add_row(node.name, node.spec.kind, ", ".join(node.depends_on) or "-", _resources(dict(node.resources)),
                       f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]",
                       escape((result.output or "-") if result else "-"),
@@ -325,6 +335,10 @@ def _run_pipeline_live(job: Any, capacity: dict[str, float] | None, from_node: s
             live.update(_nodes_table(job, results, title=f"running {job.name}"))
 
         final = run_pipeline(job, capacity=capacity, from_node=from_node, only=only, on_update=update)
+    for name, result in final.items():
+        if result.failure is not None:
+            errors.print(f"[red]{name} failed:[/red]", highlight=False)
+            _print_failure(result.failure)
     failed = [n for n, r in final.items() if r.status in (Status.FAILED, Status.BLOCKED)]
     if failed:
         errors.print(f"[red]{len(failed)} node(s) did not succeed: {', '.join(failed)}[/red]; fix the cause and run "
@@ -410,6 +424,10 @@ def submit(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Jo
         status = _follow(api, job_id)
         console.print(f"{job_id}: {status}", highlight=False)
         if status != "SUCCEEDED":
+            reason = (api.info(job_id).message or "").strip().splitlines()
+            errors.print(f"[red]{job_id} {status}[/red]: {escape(reason[0] if reason else 'no message from Ray')}",
+                         highlight=False, soft_wrap=True)
+            errors.print(f"  full log: llavast logs {job_id} --address {address}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
 

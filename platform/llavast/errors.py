@@ -5,6 +5,11 @@ The CLI prints these in one line without a traceback; anything else is a bug and
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llavast.failures import FailureReport
+
 
 class LlavastError(Exception):
     """Base of every user-caused error (bad YAML, bad data, unreachable services, missing checkpoints)."""
@@ -27,7 +32,13 @@ class TrackingError(LlavastError):
 
 
 class TrainError(LlavastError):
-    """A training stage cannot start or finish (missing checkpoint, incompatible artifact, failed run)."""
+    """A training stage cannot start or finish (missing checkpoint, incompatible artifact, failed run).
+
+    `failure`, when a run failed, is the root cause's report (type, message, file:line, the worker's log)."""
+
+    def __init__(self, message: str, failure: FailureReport | None = None):
+        super().__init__(message)
+        self.failure = failure
 
 
 class ServiceError(LlavastError):

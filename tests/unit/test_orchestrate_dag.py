@@ -102,7 +102,10 @@ def test_changed_config_reruns_the_node_and_its_dependents_only():
 def test_failure_blocks_dependents_and_nothing_else_then_resume_runs_the_rest():
     executor = Recorder(fail={"stage2"})
     results = run_dag(chain(), executor)
-    assert results["stage2"].status == Status.FAILED and "stage2 broke" in results["stage2"].error
+    assert results["stage2"].status == Status.FAILED and results["stage2"].error == "RuntimeError: stage2 broke"
+    failure = results["stage2"].failure  # the full report: where it was raised
+    assert failure is not None and failure.location.rsplit(":", 1)[0] == __file__
+    assert results["stage3"].failure is None  # blocked, not failed: its one-line reason says why
     assert results["stage3"].status == Status.BLOCKED and "stage2" in results["stage3"].error
     assert results["stage1"].status == results["eval_a"].status == Status.SUCCEEDED
     executor.fail.clear()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llavast.errors import ConfigError
+from llavast.failures import FailureReport, describe
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class NodeResult:
     status: Status
     fingerprint: str
     output: str | None = None  # the URI of the node's registered output
-    error: str | None = None
+    error: str | None = None  # one line: why the node failed or is blocked
+    failure: FailureReport | None = None  # a failed node's root cause: type, message, file:line, log
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -166,7 +168,8 @@ def run_dag(
             result = executor.run(node, upstream, fp)
         except Exception as err:  # noqa: BLE001 - a failed node is reported, and blocks only its dependents
             log.exception("node %s failed", node.name)
-            result = NodeResult(node.name, Status.FAILED, fp, error=f"{type(err).__name__}: {err}")
+            failure = describe(err)
+            result = NodeResult(node.name, Status.FAILED, fp, error=failure.summary, failure=failure)
         result.seconds = time.monotonic() - start
         return result
 

@@ -6,6 +6,7 @@ worker; everything it calls is a small helper, so the loop reads top to bottom.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -15,12 +16,14 @@ from typing import Any
 import deepspeed
 import ray.train
 import ray.train.torch
+import ray.util
 import torch
 from ray.data import DataContext
 from ray.train import CheckpointUploadMode
 
 from llavast.config.stage import StageJobConfig
 from llavast.data.collate import DataStats, iter_batches
+from llavast.failures import WorkerError
 from llavast.tracking import MetricsLogger
 from llavast.train import shard
 from llavast.train.artifact import read_artifact, write_artifact
@@ -53,7 +56,27 @@ class LoopArgs:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    args: LoopArgs = config["args"]
+    """Ray Train's entry on every worker: `run_worker`, with a failure sent to the driver as a `WorkerError`
+    (the original type and message, file:line, rank, and this worker's log file)."""
+    try:
+        run_worker(config["args"])
+    except Exception as err:
+        raise WorkerError.wrap(err, _worker_log(), ray.train.get_context().get_world_rank()) from err
+
+
+def _worker_log() -> str:
+    """Where this worker's stderr (with the full traceback) is: Ray redirects it to a file in the node's
+    session log directory; `ray logs` shows it from anywhere while the cluster is up."""
+    pid, ip = os.getpid(), ray.util.get_node_ip_address()
+    command = f"ray logs worker --pid {pid} --node-ip {ip} --err --tail -1"
+    try:
+        path = os.readlink("/proc/self/fd/2")
+    except OSError:
+        return command
+    return f"{path} on node {ip} (or, while the cluster is up: {command})" if path.startswith("/") else command
+
+
+def run_worker(args: LoopArgs) -> None:
     job, hooks = args.job, args.hooks
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

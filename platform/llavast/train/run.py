@@ -17,6 +17,7 @@ from llavast import storage
 from llavast.config.loader import fingerprint
 from llavast.config.stage import StageJobConfig
 from llavast.errors import TrainError
+from llavast.failures import describe
 from llavast.tracking import Tracker, download_artifact, flatten_params, register_stage_artifact, resolve_init_from
 from llavast.train import shard
 from llavast.train.hooks import TestHooks
@@ -75,8 +76,9 @@ def run_stage(job: StageJobConfig, hooks: TestHooks | None = None) -> StageResul
         result = build_trainer(args).fit()
     except Exception as err:
         tracker.end_run(run_id, "FAILED")
-        raise TrainError(f"stage {job.train.stage} ({run_name}) failed: {err}; run the same job again to resume "
-                         f"from its latest checkpoint") from err
+        failure = describe(err)
+        raise TrainError(f"stage {job.train.stage} ({run_name}) failed: {failure.summary}; run the same job again "
+                         f"to resume from its latest checkpoint", failure=failure) from err
     version = register_stage_artifact(tracker, job.tracking.registered_model, artifact_uri, alias=job.alias,
                                       run_id=run_id, tags=lineage)
     tracker.set_tags(run_id, {"llavast.model_version": f"{job.tracking.registered_model}/{version}",

@@ -1,0 +1,41 @@
+"""A stage that fails on its Ray Train workers reports its root cause: the original exception type and message,
+the file:line that raised it, the failed rank, and the worker's own log file, which holds the full traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llavast.errors import TrainError
+from llavast.tracking import Tracker
+from llavast.train.run import run_stage
+from tests.fixtures.train import TrainWorld, unique
+
+pytestmark = pytest.mark.integration
+
+
+def test_worker_failure_reports_root_cause_location_and_log(train_world: TrainWorld) -> None:
+    # k1=5 does not divide the 27x27 feature grid: the model config refuses it when a worker builds the model.
+    job = train_world.job(1, unique("broken"), unique("llavast"), model={"overrides": {"k1": 5}},
+                          compute={"max_failures": 0})
+    with pytest.raises(TrainError) as caught:
+        run_stage(job)
+    failure = caught.value.failure
+    assert failure is not None
+    assert failure.exc_type == "LlavaSTConfigError"
+    assert failure.message == "k1 must divide the feature grid W1: W1=27 is not divisible by k1=5"
+    assert failure.rank in (0, 1)
+    # one line for the CLI's "error:" line and a table cell; the whole story in the report
+    assert "\n" not in str(caught.value) and failure.summary in str(caught.value)
+    path, line = failure.location.rsplit(":", 1)
+    assert path.endswith("model_zoo/llava_st/config.py")
+    assert "raise LlavaSTConfigError(" in Path(path).read_text().splitlines()[int(line) - 1]
+    # The log is this machine's worker stderr file (local Ray), and it holds the full traceback.
+    log_file = Path(failure.log.split(" ", 1)[0])
+    assert log_file.suffix == ".err" and "ray logs worker --pid" in failure.log
+    text = log_file.read_text()
+    assert "Traceback" in text and "is not divisible by k1=5" in text
+    client = Tracker(job.tracking.uri).client
+    runs = client.search_runs([client.get_experiment_by_name(job.tracking.experiment).experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
