@@ -17,7 +17,6 @@ from pathlib import Path
 from safetensors.torch import save_file
 from torch import Tensor
 
-
 KILL_AFTER_POLL_S = 5.0
 
 
