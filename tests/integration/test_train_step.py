@@ -75,7 +75,7 @@ def one_step(loop_config: dict) -> None:
     zero, strategy = loop_config["zero_stage"], loop_config["strategy"]
     rank = ray.train.get_context().get_world_rank()
     model, hooks = _model()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     video, video2, image = _batches(model.config)
     params = [p for p in model.parameters() if p.requires_grad]
     config = deepspeed_config(DeepSpeedSection(zero_stage=zero, param_persistence_threshold=0),

@@ -91,7 +91,7 @@ def run_worker(args: LoopArgs) -> None:
         read_artifact(download_dir(args.parent_dir_uri, job.storage.options, cache)) if args.parent_dir_uri else None,
         seed=job.train.seed)
     if job.train.gradient_checkpointing:
-        stage.model.gradient_checkpointing_enable()
+        stage.model.activation_checkpointing_enable()
     stage.model.to(device)
 
     # 2. DeepSpeed around a torch AdamW (one group per trainable part) and the cosine schedule.
