@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from llavast.config.secrets import redact
 from llavast.errors import LlavastError
 from llavast.storage import StorageOptions
 
@@ -56,7 +57,7 @@ def user_errors(command: F) -> F:
             ctx = kwargs.get("ctx")
             if ctx is None or ctx.find_root().params.get("debug"):
                 raise
-            errors.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            errors.print(f"[red]error:[/red] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
             failure = getattr(exc, "failure", None)  # a failed training run's root cause (TrainError)
             if failure is not None:
                 _print_failure(failure)
@@ -68,7 +69,7 @@ def user_errors(command: F) -> F:
 def _print_failure(failure: Any, indent: str = "  ") -> None:
     """A failure's full report under its one-line summary: root exception, file:line, where the log is."""
     for line in failure.lines():
-        errors.print(indent + escape(line), highlight=False, soft_wrap=True)
+        errors.print(indent + escape(redact(line)), highlight=False, soft_wrap=True)
 
 
 def storage_options(endpoint_url: str | None, region: str | None) -> StorageOptions:
@@ -254,7 +255,7 @@ def _nodes_table(pipeline: Any, results: dict[str, Any] | None = None, title: st
         table.add_row(node.name, node.spec.kind, ", ".join(node.depends_on) or "-", _resources(dict(node.resources)),
                       f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]",
                       escape((result.output or "-") if result else "-"),
-                      escape(details + (f" ({result.seconds:.0f}s)" if result and result.seconds else "")))
+                      escape(redact(details) + (f" ({result.seconds:.0f}s)" if result and result.seconds else "")))
     return table
 
 

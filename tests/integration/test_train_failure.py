@@ -13,12 +13,16 @@ from llavast.train.run import run_stage
 from tests.fixtures.train import TrainWorld, unique
 
 pytestmark = pytest.mark.integration
+SECRET = "probe-7f3a9c1e-value"  # not secret-shaped: the point is where the value goes, not the shape check
 
 
-def test_worker_failure_reports_root_cause_location_and_log(train_world: TrainWorld) -> None:
+def test_worker_failure_reports_root_cause_location_and_log(train_world: TrainWorld,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # k1=5 does not divide the 27x27 feature grid: the model config refuses it when a worker builds the model.
+    # The job also carries a secret by reference: it must not show up in MLflow.
+    monkeypatch.setenv("LLAVAST_PROBE_SECRET", SECRET)
     job = train_world.job(1, unique("broken"), unique("llavast"), model={"overrides": {"k1": 5}},
-                          compute={"max_failures": 0})
+                          compute={"max_failures": 0}, env_vars={"PROBE_TOKEN": "${env:LLAVAST_PROBE_SECRET}"})
     with pytest.raises(TrainError) as caught:
         run_stage(job)
     failure = caught.value.failure
@@ -39,3 +43,8 @@ def test_worker_failure_reports_root_cause_location_and_log(train_world: TrainWo
     client = Tracker(job.tracking.uri).client
     runs = client.search_runs([client.get_experiment_by_name(job.tracking.experiment).experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+    # the secret: its name in the params, never its value (Ray's runtime_env_agent.log still shows the
+    # workers' env_vars at INFO: moving secrets out of the runtime env is open work)
+    params, tags = runs[0].data.params, runs[0].data.tags
+    assert params["env_vars.PROBE_TOKEN"] == "<redacted>"
+    assert not [k for k, v in {**params, **tags}.items() if SECRET in v]

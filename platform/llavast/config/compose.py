@@ -1,24 +1,18 @@
-"""Composing job YAMLs before validation: `extends:` chains, `--set key=value` overrides, secret checks.
+"""Composing job YAMLs before validation: `extends:` chains and `--set key=value` overrides.
 
-All three work on the raw mappings, so the schema validates the final result once and its errors name
-the file the user wrote. Values are never resolved from the environment here: a secret is written as a
-reference (`${env:NAME}`) and stays one until the process that needs it reads its own environment.
+Both work on the raw mappings, so the schema validates the final result once and its errors name the file
+the user wrote. Secret checks on the same raw mappings are in `config/secrets.py`.
 """
 
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from llavast.errors import ConfigError
-
-ENV_REF = re.compile(r"^\$\{env:[A-Za-z_][A-Za-z0-9_]*\}$")
-_SECRET_KEY = re.compile(r"(secret|password|passwd|token|api[_-]?key|access[_-]?key|private[_-]?key|credential)",
-                         re.IGNORECASE)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -95,23 +89,3 @@ def apply_sets(raw: dict[str, Any], assignments: list[str] | tuple[str, ...]) ->
         else:
             target[leaf] = value
     return result
-
-
-def check_secrets(raw: Any, source: str, path: str = "") -> None:
-    """Refuse literal secrets: a key that names a secret must hold an `${env:NAME}` reference.
-
-    Job configs are logged as MLflow params and shipped in runtime envs; a literal credential in one
-    would end up in both. Cloud credentials come from the standard provider chain, never from YAML.
-    """
-    if isinstance(raw, dict):
-        for key, value in raw.items():
-            where = f"{path}.{key}" if path else str(key)
-            if _SECRET_KEY.search(str(key)) and isinstance(value, (str, int, float)) and value != "":
-                if not (isinstance(value, str) and ENV_REF.match(value)):
-                    raise ConfigError(
-                        f"{source}: {where}: looks like a secret written as a literal value; write "
-                        f"${{env:NAME}} and set NAME in the environment of the process that needs it")
-            check_secrets(value, source, where)
-    elif isinstance(raw, list):
-        for i, item in enumerate(raw):
-            check_secrets(item, source, f"{path}[{i}]")

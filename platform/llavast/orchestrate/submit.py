@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from llavast.config.compose import ENV_REF
+from llavast.config.secrets import resolve_env
 from llavast.errors import ConfigError, LlavastError
 
 EXCLUDES = [".git", ".venv", ".demo", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",
@@ -112,20 +112,6 @@ def _config(job: Any) -> BaseModel:
     return job.config if hasattr(job, "config") and hasattr(job, "jobs") else job
 
 
-def resolve_env(env_vars: dict[str, str], source: str) -> dict[str, str]:
-    """`${env:NAME}` -> this process' $NAME (an unset one is an error naming it); literals pass through."""
-    out = {}
-    for key, value in env_vars.items():
-        if ENV_REF.match(value):
-            name = value[len("${env:"):-1]
-            if name not in os.environ:
-                raise ConfigError(f"{source}: env_vars.{key}: references ${{env:{name}}} but {name} is not set here")
-            out[key] = os.environ[name]
-        else:
-            out[key] = value
-    return out
-
-
 def runtime_env(job: Any, job_file: Path) -> tuple[dict[str, Any], str]:
     """(runtime_env, the job file's path inside the working dir)."""
     config = _config(job)
@@ -137,7 +123,7 @@ def runtime_env(job: Any, job_file: Path) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{job_file}: the job file must be inside the working dir {working_dir} that is "
                           "shipped to the cluster (set working_dir in the YAML)") from err
     env = {"working_dir": str(working_dir), "excludes": EXCLUDES,
-           "env_vars": {"PYTHONPATH": "platform:.", **resolve_env(dict(config.env_vars), str(job_file))}}
+           "env_vars": {"PYTHONPATH": "platform:.", **resolve_env(config.env_vars, str(job_file), os.environ)}}
     if config.pip:
         env["pip"] = list(config.pip)
     elif config.requirements:

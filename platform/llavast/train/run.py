@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from llavast import storage
 from llavast.config.loader import fingerprint
+from llavast.config.secrets import redact_config, resolve_env
 from llavast.config.stage import StageJobConfig
 from llavast.errors import TrainError
 from llavast.failures import describe
@@ -52,6 +54,7 @@ def plan_total_steps(job: StageJobConfig) -> int:
 
 def run_stage(job: StageJobConfig, hooks: TestHooks | None = None) -> StageResult:
     """Train one stage on the current Ray cluster and register its artifact; raise TrainError on failure."""
+    env_vars = resolve_env(job.env_vars, f"job {job.name}", os.environ)  # once, here: an unset one fails now
     fp = fingerprint(job)
     run_name = stage_run_name(job, fp)
     tracker = Tracker(job.tracking.uri, timeout_s=job.tracking.timeout_s)
@@ -65,7 +68,7 @@ def run_stage(job: StageJobConfig, hooks: TestHooks | None = None) -> StageResul
                "llavast.data_manifest": job.data.manifest, "llavast.fingerprint": fp, "llavast.run_name": run_name}
     run_id = tracker.ensure_run(job.tracking.experiment, run_key=run_name, run_name=f"{job.name}-{job.alias}",
                                 parent_run_id=job.tracking.parent_run_id, tags=lineage)
-    tracker.log_params(run_id, flatten_params(job.model_dump(mode="json")))
+    tracker.log_params(run_id, flatten_params(redact_config(job.model_dump(mode="json"))))
     total = plan_total_steps(job)
     tracker.log_params(run_id, {"resolved.total_steps": str(total), "resolved.fingerprint": fp})
     artifact_uri = storage.join(job.storage.root, ARTIFACTS_DIR, run_name)
@@ -73,7 +76,7 @@ def run_stage(job: StageJobConfig, hooks: TestHooks | None = None) -> StageResul
                     artifact_uri=artifact_uri, total_steps=total, lineage=lineage, hooks=hooks or TestHooks())
     log.info("stage %d: %d steps on %d workers, run %s", job.train.stage, total, job.compute.num_workers, run_name)
     try:
-        result = build_trainer(args).fit()
+        result = build_trainer(args, env_vars).fit()
     except Exception as err:
         tracker.end_run(run_id, "FAILED")
         failure = describe(err)

@@ -7,6 +7,7 @@ an edited job (another fingerprint) starts a fresh run instead of loading an inc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -31,27 +32,28 @@ def scaling_config(compute: ComputeSection) -> ScalingConfig:
                          accelerator_type=compute.accelerator_type, placement_strategy=compute.placement_strategy)
 
 
-def worker_env(job: StageJobConfig) -> dict[str, str]:
-    """Environment of the training workers: the job's `env_vars`, and DeepSpeed's CPU accelerator when
-    there is no GPU."""
-    return {**job.env_vars, **({} if job.compute.use_gpu else {"DS_ACCELERATOR": "cpu"})}
+def worker_env(job: StageJobConfig, env_vars: Mapping[str, str]) -> dict[str, str]:
+    """Environment of the training workers: the job's `env_vars` as the driver resolved them (no `${env:...}`
+    left), and DeepSpeed's CPU accelerator when there is no GPU."""
+    return {**env_vars, **({} if job.compute.use_gpu else {"DS_ACCELERATOR": "cpu"})}
 
 
-def run_config(job: StageJobConfig, run_name: str) -> RunConfig:
+def run_config(job: StageJobConfig, run_name: str, env_vars: Mapping[str, str]) -> RunConfig:
     fs, path = storage.arrow_filesystem(storage.join(job.storage.root, RUNS_DIR), job.storage.options)
     return RunConfig(
         name=run_name, storage_path=path, storage_filesystem=fs,
         failure_config=FailureConfig(max_failures=job.compute.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=job.train.keep_checkpoints),
-        worker_runtime_env={"env_vars": worker_env(job)},
+        worker_runtime_env={"env_vars": worker_env(job, env_vars)},
     )
 
 
-def build_trainer(args: LoopArgs) -> TorchTrainer:
-    """A TorchTrainer running `train_loop_per_worker(args)`: NCCL on GPU, gloo on CPU."""
+def build_trainer(args: LoopArgs, env_vars: Mapping[str, str]) -> TorchTrainer:
+    """A TorchTrainer running `train_loop_per_worker(args)`: NCCL on GPU, gloo on CPU; `env_vars` are the
+    job's resolved environment variables (they travel in Ray's runtime env, never in `args`)."""
     job = args.job
     loop_config: dict[str, Any] = {"args": args}
     return TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if job.compute.use_gpu else "gloo"),
-        scaling_config=scaling_config(job.compute), run_config=run_config(job, args.run_name))
+        scaling_config=scaling_config(job.compute), run_config=run_config(job, args.run_name, env_vars))
