@@ -166,15 +166,16 @@ def train(
     import ray
 
     from llavast.config.loader import load_stage_job
-    from llavast.tracking import check_reachable
+    from llavast.train.preflight import preflight
 
-    job = load_stage_job(job_yaml)  # a bad YAML or an unreachable MLflow fails here, before Ray starts
-    check_reachable(job.tracking.uri, job.tracking.timeout_s)
+    job = load_stage_job(job_yaml)
+    with console.status("checking MLflow, the base model, the manifest, init_from and the storage root"):
+        checked = preflight(job)  # a bad reference fails here in one line, before Ray starts
     from llavast.train.run import run_stage  # imports DeepSpeed: only once the job is known to be runnable
     _start_ray(ray_address, num_cpus)
     try:
         with console.status(f"training stage {job.train.stage} of {job.name}"):
-            result = run_stage(job)
+            result = run_stage(job, checked=checked)
     finally:
         ray.shutdown()
     table = Table(show_header=False)
@@ -357,6 +358,10 @@ def run(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Job Y
     import ray
 
     job = _load(job_file, set_)
+    if job.kind == "stage":  # its references fail here in one line, before Ray starts
+        from llavast.train.preflight import preflight
+
+        preflight(job)
     capacity = _start_ray(address, num_cpus)
     try:
         if job.kind == "pipeline":

@@ -43,6 +43,8 @@ def test_worker_failure_reports_root_cause_location_and_log(train_world: TrainWo
     client = Tracker(job.tracking.uri).client
     runs = client.search_runs([client.get_experiment_by_name(job.tracking.experiment).experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+    assert runs[0].data.tags["llavast.error"] == failure.summary  # why, on the run itself
+    assert "no checkpoint was saved: it starts over" in str(caught.value)  # no "resume" advice without one
     # the secret: its name in the params, never its value (Ray's runtime_env_agent.log still shows the
     # workers' env_vars at INFO: moving secrets out of the runtime env is open work)
     params, tags = runs[0].data.params, runs[0].data.tags

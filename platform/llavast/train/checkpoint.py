@@ -21,6 +21,11 @@ from llavast.errors import TrainError
 
 PROGRESS_FILE = "progress.json"
 DS_TAG = "deepspeed"
+CHECKPOINT_PREFIX = "step_"  # each resume checkpoint's directory in the Ray Train run: step_00000012
+
+
+def checkpoint_dir_name(step: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{step:08d}"
 
 
 @dataclass(frozen=True)

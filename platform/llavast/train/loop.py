@@ -27,7 +27,7 @@ from llavast.failures import WorkerError
 from llavast.tracking import MetricsLogger
 from llavast.train import shard
 from llavast.train.artifact import read_artifact, write_artifact
-from llavast.train.checkpoint import Progress, load_checkpoint, save_checkpoint
+from llavast.train.checkpoint import Progress, checkpoint_dir_name, load_checkpoint, save_checkpoint
 from llavast.train.ds_config import deepspeed_config
 from llavast.train.files import download_dir, upload_dir
 from llavast.train.hooks import TestHooks
@@ -184,7 +184,7 @@ def _report_checkpoint(engine: Any, job: StageJobConfig, metrics: dict[str, floa
                        rank: int) -> None:
     mode = CheckpointUploadMode.ASYNC if job.train.async_checkpoint_upload else CheckpointUploadMode.SYNC
     ray.train.report({**metrics, "step": progress.step}, checkpoint=save_checkpoint(engine, progress, rank),
-                     checkpoint_dir_name=f"step_{progress.step:08d}", checkpoint_upload_mode=mode)
+                     checkpoint_dir_name=checkpoint_dir_name(progress.step), checkpoint_upload_mode=mode)
 
 
 def _manifest(args: LoopArgs, metrics: dict[str, float], step: int) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """One stage end to end, on the driver: resolve, track, plan, train on Ray, register.
 
-    check MLflow (unreachable -> TrackingError) -> resolve init_from -> the stage's MLflow run (created,
-    or continued when the same job runs again) -> plan the steps from the manifest -> TorchTrainer.fit()
-    -> register the artifact, move the stage alias, tag lineage -> finish the run.
+    preflight (MLflow, base model, manifest, init_from, a writable storage root) -> the stage's MLflow run
+    (created, or continued when the same job runs again) -> plan the steps from the manifest ->
+    TorchTrainer.fit() -> register the artifact, move the stage alias, tag lineage -> finish the run.
+    Any failure after the run exists ends it FAILED, with the reason in its `llavast.error` tag.
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ from typing import Any
 
 from llavast import storage
 from llavast.config.loader import fingerprint
-from llavast.config.secrets import redact_config, resolve_env
+from llavast.config.secrets import redact, redact_config, resolve_env
 from llavast.config.stage import StageJobConfig
-from llavast.errors import TrainError
+from llavast.errors import LlavastError, TrainError
 from llavast.failures import describe
-from llavast.tracking import Tracker, download_artifact, flatten_params, register_stage_artifact, resolve_init_from
+from llavast.tracking import ResolvedInit, Tracker, download_artifact, flatten_params, register_stage_artifact
 from llavast.train import shard
 from llavast.train.hooks import TestHooks
 from llavast.train.loop import LoopArgs
-from llavast.train.trainer import build_trainer, stage_run_name
+from llavast.train.preflight import Checked, preflight
+from llavast.train.trainer import build_trainer, latest_checkpoint_step, stage_run_name
 
 log = logging.getLogger(__name__)
 ARTIFACTS_DIR = "artifacts"
+ERROR_TAG = "llavast.error"
 
 
 @dataclass(frozen=True)
@@ -52,22 +55,43 @@ def plan_total_steps(job: StageJobConfig) -> int:
     return shard.total_steps(job.train.max_steps, job.train.epochs, per_epoch)
 
 
-def run_stage(job: StageJobConfig, hooks: TestHooks | None = None) -> StageResult:
-    """Train one stage on the current Ray cluster and register its artifact; raise TrainError on failure."""
+def run_stage(job: StageJobConfig, hooks: TestHooks | None = None, checked: Checked | None = None) -> StageResult:
+    """Train one stage on the current Ray cluster and register its artifact; raise TrainError on failure.
+
+    `checked` is the preflight's result when the caller ran it already (the CLI, before starting Ray).
+    Once the stage's MLflow run exists, any failure ends it FAILED with the reason as the `llavast.error` tag.
+    """
     env_vars = resolve_env(job.env_vars, f"job {job.name}", os.environ)  # once, here: an unset one fails now
+    checked = checked or preflight(job)
+    tracker, parent = checked.tracker, checked.parent
     fp = fingerprint(job)
     run_name = stage_run_name(job, fp)
-    tracker = Tracker(job.tracking.uri, timeout_s=job.tracking.timeout_s)
-    parent = resolve_init_from(job.model.init_from, tracker) if job.model.init_from else None
-    parent_dir = parent.uri if parent else None
-    if parent is not None and parent.needs_mlflow_download:  # registered from a local storage root
-        parent_dir = str(download_artifact(parent, tracker, Path(tempfile.mkdtemp(prefix="llavast-parent-"))))
     lineage = {"llavast.stage": str(job.train.stage), "llavast.base": job.model.base,
                "llavast.init_from": job.model.init_from or "", "llavast.parent_artifact": parent.uri if parent else "",
                "llavast.parent_version": f"{parent.model_name}/{parent.version}" if parent and parent.version else "",
                "llavast.data_manifest": job.data.manifest, "llavast.fingerprint": fp, "llavast.run_name": run_name}
     run_id = tracker.ensure_run(job.tracking.experiment, run_key=run_name, run_name=f"{job.name}-{job.alias}",
                                 parent_run_id=job.tracking.parent_run_id, tags=lineage)
+    try:
+        return _train_and_register(job, hooks, env_vars, tracker, parent, fp, run_name, run_id, lineage)
+    except Exception as err:
+        failure = describe(err)
+        _end_failed(tracker, run_id, failure.summary)
+        if isinstance(err, LlavastError):
+            raise  # a user error (a manifest, MLflow) already names what and where
+        step = latest_checkpoint_step(job, run_name)
+        advice = (f"run the same job again to resume from its latest checkpoint (step {step})" if step is not None
+                  else "fix the cause and run the same job again (no checkpoint was saved: it starts over)")
+        raise TrainError(f"stage {job.train.stage} ({run_name}) failed: {failure.summary}; {advice}",
+                         failure=failure) from err
+
+
+def _train_and_register(job: StageJobConfig, hooks: TestHooks | None, env_vars: dict[str, str], tracker: Tracker,
+                        parent: ResolvedInit | None, fp: str, run_name: str, run_id: str,
+                        lineage: dict[str, str]) -> StageResult:
+    parent_dir = parent.uri if parent else None
+    if parent is not None and parent.needs_mlflow_download:  # registered from a local storage root
+        parent_dir = str(download_artifact(parent, tracker, Path(tempfile.mkdtemp(prefix="llavast-parent-"))))
     tracker.log_params(run_id, flatten_params(redact_config(job.model_dump(mode="json"))))
     total = plan_total_steps(job)
     tracker.log_params(run_id, {"resolved.total_steps": str(total), "resolved.fingerprint": fp})
@@ -75,13 +99,7 @@ def run_stage(job: StageJobConfig, hooks: TestHooks | None = None) -> StageResul
     args = LoopArgs(job=job, fingerprint=fp, run_name=run_name, mlflow_run_id=run_id, parent_dir_uri=parent_dir,
                     artifact_uri=artifact_uri, total_steps=total, lineage=lineage, hooks=hooks or TestHooks())
     log.info("stage %d: %d steps on %d workers, run %s", job.train.stage, total, job.compute.num_workers, run_name)
-    try:
-        result = build_trainer(args, env_vars).fit()
-    except Exception as err:
-        tracker.end_run(run_id, "FAILED")
-        failure = describe(err)
-        raise TrainError(f"stage {job.train.stage} ({run_name}) failed: {failure.summary}; run the same job again "
-                         f"to resume from its latest checkpoint", failure=failure) from err
+    result = build_trainer(args, env_vars).fit()
     version = register_stage_artifact(tracker, job.tracking.registered_model, artifact_uri, alias=job.alias,
                                       run_id=run_id, tags=lineage)
     tracker.set_tags(run_id, {"llavast.model_version": f"{job.tracking.registered_model}/{version}",
@@ -90,3 +108,12 @@ def run_stage(job: StageJobConfig, hooks: TestHooks | None = None) -> StageResul
     return StageResult(run_name=run_name, mlflow_run_id=run_id, artifact_uri=artifact_uri,
                        model_name=job.tracking.registered_model, model_version=version, total_steps=total,
                        metrics=dict(result.metrics or {}))
+
+
+def _end_failed(tracker: Tracker, run_id: str, reason: str) -> None:
+    """End the stage's run FAILED with its reason; an MLflow that is down too must not hide the first error."""
+    try:
+        tracker.set_tags(run_id, {ERROR_TAG: redact(reason)})
+        tracker.end_run(run_id, "FAILED")
+    except LlavastError as err:
+        log.warning("could not mark MLflow run %s FAILED: %s", run_id, err)

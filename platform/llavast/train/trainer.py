@@ -15,6 +15,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from llavast import storage
 from llavast.config.stage import ComputeSection, StageJobConfig
+from llavast.train.checkpoint import CHECKPOINT_PREFIX
 from llavast.train.loop import LoopArgs, train_loop_per_worker
 
 RUNS_DIR = "runs"
@@ -46,6 +47,14 @@ def run_config(job: StageJobConfig, run_name: str, env_vars: Mapping[str, str]) 
         checkpoint_config=CheckpointConfig(num_to_keep=job.train.keep_checkpoints),
         worker_runtime_env={"env_vars": worker_env(job, env_vars)},
     )
+
+
+def latest_checkpoint_step(job: StageJobConfig, run_name: str) -> int | None:
+    """The step of the newest resume checkpoint this stage's Ray Train run left in storage, or None."""
+    names = storage.list_names(storage.join(job.storage.root, RUNS_DIR, run_name), job.storage.options)
+    steps = [int(name.removeprefix(CHECKPOINT_PREFIX)) for name in names
+             if name.startswith(CHECKPOINT_PREFIX) and name.removeprefix(CHECKPOINT_PREFIX).isdigit()]
+    return max(steps, default=None)
 
 
 def build_trainer(args: LoopArgs, env_vars: Mapping[str, str]) -> TorchTrainer:
