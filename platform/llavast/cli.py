@@ -252,11 +252,12 @@ def _nodes_table(pipeline: Any, results: dict[str, Any] | None = None, title: st
         details = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in (result.details if result else {}).items() if v is not None and k != "run_id")
         if result and result.error:  # a short reason; a failed node's full report is printed below the table
-            details = result.error if len(result.error) <= REASON_CHARS else result.error[:REASON_CHARS - 1] + "…"
+            reason = redact(result.error)  # before cutting: a cut URL would hide its password from redact
+            details = reason if len(reason) <= REASON_CHARS else reason[:REASON_CHARS - 1] + "…"
         table.add_row(node.name, node.spec.kind, ", ".join(node.depends_on) or "-", _resources(dict(node.resources)),
                       f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]",
                       escape((result.output or "-") if result else "-"),
-                      escape(redact(details) + (f" ({result.seconds:.0f}s)" if result and result.seconds else "")))
+                      escape(details + (f" ({result.seconds:.0f}s)" if result and result.seconds else "")))
     return table
 
 
@@ -430,7 +431,7 @@ def submit(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Jo
         status = _follow(api, job_id)
         console.print(f"{job_id}: {status}", highlight=False)
         if status != "SUCCEEDED":
-            reason = (api.info(job_id).message or "").strip().splitlines()
+            reason = redact(api.info(job_id).message or "").strip().splitlines()
             errors.print(f"[red]{job_id} {status}[/red]: {escape(reason[0] if reason else 'no message from Ray')}",
                          highlight=False, soft_wrap=True)
             errors.print(f"  full log: llavast logs {job_id} --address {address}", highlight=False, soft_wrap=True)

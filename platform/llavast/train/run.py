@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +76,22 @@ def run_stage(job: StageJobConfig, hooks: TestHooks | None = None, checked: Chec
         return _train_and_register(job, hooks, env_vars, tracker, parent, fp, run_name, run_id, lineage)
     except Exception as err:
         failure = describe(err)
-        _end_failed(tracker, run_id, failure.summary)
+        _end_failed(tracker, run_id, replace(failure, message=redact(failure.message)).summary)
         if isinstance(err, LlavastError):
             raise  # a user error (a manifest, MLflow) already names what and where
+        raise TrainError(f"stage {job.train.stage} ({run_name}) failed: {failure.summary}; "
+                         f"{_resume_advice(job, run_name)}", failure=failure) from err
+
+
+def _resume_advice(job: StageJobConfig, run_name: str) -> str:
+    """What a re-run does: resume from the latest checkpoint when one exists, else start over."""
+    try:
         step = latest_checkpoint_step(job, run_name)
-        advice = (f"run the same job again to resume from its latest checkpoint (step {step})" if step is not None
-                  else "fix the cause and run the same job again (no checkpoint was saved: it starts over)")
-        raise TrainError(f"stage {job.train.stage} ({run_name}) failed: {failure.summary}; {advice}",
-                         failure=failure) from err
+    except LlavastError:  # the storage that failed the stage may not answer this either
+        return "fix the cause and run the same job again (it resumes from its latest checkpoint, if one was saved)"
+    if step is None:
+        return "fix the cause and run the same job again (no checkpoint was saved: it starts over)"
+    return f"run the same job again to resume from its latest checkpoint (step {step})"
 
 
 def _train_and_register(job: StageJobConfig, hooks: TestHooks | None, env_vars: dict[str, str], tracker: Tracker,
@@ -111,9 +119,10 @@ def _train_and_register(job: StageJobConfig, hooks: TestHooks | None, env_vars: 
 
 
 def _end_failed(tracker: Tracker, run_id: str, reason: str) -> None:
-    """End the stage's run FAILED with its reason; an MLflow that is down too must not hide the first error."""
+    """End the stage's run FAILED with its (redacted) reason; an MLflow that is down too must not hide the
+    first error."""
     try:
-        tracker.set_tags(run_id, {ERROR_TAG: redact(reason)})
+        tracker.set_tags(run_id, {ERROR_TAG: reason})
         tracker.end_run(run_id, "FAILED")
     except LlavastError as err:
         log.warning("could not mark MLflow run %s FAILED: %s", run_id, err)
