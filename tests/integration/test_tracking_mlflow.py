@@ -11,6 +11,7 @@ import pytest
 from llavast.errors import TrackingError
 from llavast.services import MlflowServer, free_port
 from llavast.tracking import (
+    RUN_NAME_TAG,
     Backoff,
     MetricsLogger,
     Tracker,
@@ -73,6 +74,25 @@ def test_register_alias_lineage_and_init_from_resolution(mlflow_server: MlflowSe
         resolve_init_from(f"models:/{model}@stage9", tracker)
     with pytest.raises(TrackingError, match="not a registry URI"):
         resolve_init_from(f"models:/{model}@a@b", tracker)
+
+
+def test_registering_the_same_stage_run_again_returns_its_version(mlflow_server: MlflowServer) -> None:
+    """A driver killed after registering (before anything else), or a re-run of a finished stage: the second
+    registration of one stage run finds the first version, adds what it lacks, and moves the alias to it."""
+    tracker = Tracker(mlflow_server.uri)
+    model = _name("llavast")
+    run = tracker.ensure_run(_name("exp"), run_key=_name("k"), run_name="stage1")
+    lineage = {"llavast.stage": "1", RUN_NAME_TAG: "demo-stage1-0123456789ab"}
+    first = register_stage_artifact(tracker, model, "s3://b/artifacts/demo-stage1", alias="stage1", run_id=run,
+                                    tags=lineage)
+    other = register_stage_artifact(tracker, model, "s3://b/artifacts/other", alias="stage1", run_id=run,
+                                    tags={"llavast.stage": "1", RUN_NAME_TAG: "other-stage1-ba9876543210"})
+    again = register_stage_artifact(tracker, model, "s3://b/artifacts/demo-stage1", alias="stage1", run_id=run,
+                                    tags={**lineage, "llavast.node_fingerprint": "f00d"})
+    assert (first, other, again) == ("1", "2", "1")
+    assert len(tracker.client.search_model_versions(f"name = '{model}'")) == 2
+    assert tracker.client.get_model_version(model, "1").tags["llavast.node_fingerprint"] == "f00d"
+    assert tracker.client.get_model_version_by_alias(model, "stage1").version == "1"
 
 
 def test_local_artifact_is_registered_through_run_artifacts(mlflow_server: MlflowServer, tmp_path: Path) -> None:

@@ -128,12 +128,11 @@ class StageExecutor:
         return job.model_copy(update={"model": model, "tracking": tracking})
 
     def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult:
-        from llavast.tracking.catalog import NODE_FINGERPRINT_TAG, tag_version
+        from llavast.tracking.catalog import NODE_FINGERPRINT_TAG
         from llavast.train.run import run_stage
 
         job = self.resolve(node, upstream)
-        result = run_stage(job)
-        tag_version(self._tracker(job), result.model_name, result.model_version, {NODE_FINGERPRINT_TAG: fingerprint})
+        result = run_stage(job, version_tags={NODE_FINGERPRINT_TAG: fingerprint})  # tagged as it is created
         details = {"steps": result.total_steps, "version": result.model_version, "run_id": result.mlflow_run_id,
                    "loss": result.metrics.get("loss")}
         return NodeResult(node.name, Status.SUCCEEDED, fingerprint,

@@ -2,6 +2,7 @@
 
 from llavast.tracking.client import MetricsLogger, Tracker, check_reachable, flatten_params
 from llavast.tracking.registry import (
+    RUN_NAME_TAG,
     ResolvedInit,
     download_artifact,
     is_registry_uri,
@@ -11,6 +12,6 @@ from llavast.tracking.registry import (
 from llavast.tracking.retry import Backoff
 
 __all__ = [
-    "Backoff", "MetricsLogger", "ResolvedInit", "Tracker", "check_reachable", "download_artifact",
+    "RUN_NAME_TAG", "Backoff", "MetricsLogger", "ResolvedInit", "Tracker", "check_reachable", "download_artifact",
     "flatten_params", "is_registry_uri", "register_stage_artifact", "resolve_init_from",
 ]

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from mlflow.exceptions import MlflowException
 
 from llavast.errors import TrackingError
+from llavast.tracking.catalog import find_version, tag_version
 from llavast.tracking.client import Tracker
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 _MLFLOW_SCHEMES = ("mlflow-artifacts", "runs")
 ARTIFACT_SUBDIR = "stage_artifact"
+RUN_NAME_TAG = "llavast.run_name"  # the stage's run name (job, stage, config fingerprint): one version per run
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,22 @@ def register_stage_artifact(tracker: Tracker, model_name: str, source_uri: str, 
                             tags: Mapping[str, str]) -> str:
     """Add a model version for `source_uri`, move `alias` to it, tag its lineage; return the version.
 
+    Idempotent per stage run: the tags travel with the version when it is created, and when a version
+    tagged with the same `llavast.run_name` exists (a driver killed after registering, a re-run of a
+    finished stage), that version is returned, with any missing tag added, instead of a second one.
     An MLflow server accepts only remote URIs as sources; an artifact on a local path (the embedded
     default) is first copied into the run's artifacts and registered from there.
     """
+    run_name = tags.get(RUN_NAME_TAG)
+    existing = find_version(tracker, model_name, RUN_NAME_TAG, run_name) if run_name else None
+    if existing is not None:
+        tag_version(tracker, model_name, existing.version,
+                    {k: v for k, v in tags.items() if existing.tags.get(k) != v})
+        tracker.call("set_registered_model_alias", tracker.client.set_registered_model_alias, model_name, alias,
+                     existing.version)
+        log.info("%s version %s already holds run %s: alias %s moved to it", model_name, existing.version,
+                 run_name, alias)
+        return existing.version
     source = source_uri
     if urlparse(source_uri).scheme in ("", "file"):
         local_dir = urlparse(source_uri).path if source_uri.startswith("file:") else source_uri

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,14 @@ from llavast.config.secrets import redact, redact_config, resolve_env
 from llavast.config.stage import StageJobConfig
 from llavast.errors import LlavastError, TrainError
 from llavast.failures import describe
-from llavast.tracking import ResolvedInit, Tracker, download_artifact, flatten_params, register_stage_artifact
+from llavast.tracking import (
+    RUN_NAME_TAG,
+    ResolvedInit,
+    Tracker,
+    download_artifact,
+    flatten_params,
+    register_stage_artifact,
+)
 from llavast.train import shard
 from llavast.train.hooks import TestHooks
 from llavast.train.loop import LoopArgs
@@ -55,10 +63,12 @@ def plan_total_steps(job: StageJobConfig) -> int:
     return shard.total_steps(job.train.max_steps, job.train.epochs, per_epoch)
 
 
-def run_stage(job: StageJobConfig, hooks: TestHooks | None = None, checked: Checked | None = None) -> StageResult:
+def run_stage(job: StageJobConfig, hooks: TestHooks | None = None, checked: Checked | None = None,
+              version_tags: Mapping[str, str] | None = None) -> StageResult:
     """Train one stage on the current Ray cluster and register its artifact; raise TrainError on failure.
 
-    `checked` is the preflight's result when the caller ran it already (the CLI, before starting Ray).
+    `checked` is the preflight's result when the caller ran it already (the CLI, before starting Ray);
+    `version_tags` go on the model version with its lineage when it is created (the pipeline's node fingerprint).
     Once the stage's MLflow run exists, any failure ends it FAILED with the reason as the `llavast.error` tag.
     """
     env_vars = resolve_env(job.env_vars, f"job {job.name}", os.environ)  # once, here: an unset one fails now
@@ -69,11 +79,12 @@ def run_stage(job: StageJobConfig, hooks: TestHooks | None = None, checked: Chec
     lineage = {"llavast.stage": str(job.train.stage), "llavast.base": job.model.base,
                "llavast.init_from": job.model.init_from or "", "llavast.parent_artifact": parent.uri if parent else "",
                "llavast.parent_version": f"{parent.model_name}/{parent.version}" if parent and parent.version else "",
-               "llavast.data_manifest": job.data.manifest, "llavast.fingerprint": fp, "llavast.run_name": run_name}
+               "llavast.data_manifest": job.data.manifest, "llavast.fingerprint": fp, RUN_NAME_TAG: run_name}
     run_id = tracker.ensure_run(job.tracking.experiment, run_key=run_name, run_name=f"{job.name}-{job.alias}",
                                 parent_run_id=job.tracking.parent_run_id, tags=lineage)
     try:
-        return _train_and_register(job, hooks, env_vars, tracker, parent, fp, run_name, run_id, lineage)
+        return _train_and_register(job, hooks, env_vars, tracker, parent, fp, run_name, run_id,
+                                   {**lineage, **(version_tags or {})})
     except Exception as err:
         failure = describe(err)
         _end_failed(tracker, run_id, replace(failure, message=redact(failure.message)).summary)
