@@ -22,6 +22,7 @@ from llavast.config.secrets import redact, redact_config, resolve_env
 from llavast.config.stage import StageJobConfig
 from llavast.errors import LlavastError, TrainError
 from llavast.failures import describe
+from llavast.lease import Lease
 from llavast.tracking import (
     RUN_NAME_TAG,
     ResolvedInit,
@@ -39,6 +40,7 @@ from llavast.train.trainer import build_trainer, latest_checkpoint_step, stage_r
 log = logging.getLogger(__name__)
 ARTIFACTS_DIR = "artifacts"
 ERROR_TAG = "llavast.error"
+LEASES_DIR = "leases"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,15 @@ def run_stage(job: StageJobConfig, hooks: TestHooks | None = None, checked: Chec
                "llavast.init_from": job.model.init_from or "", "llavast.parent_artifact": parent.uri if parent else "",
                "llavast.parent_version": f"{parent.model_name}/{parent.version}" if parent and parent.version else "",
                "llavast.data_manifest": job.data.manifest, "llavast.fingerprint": fp, RUN_NAME_TAG: run_name}
+    lease = Lease(storage.join(job.storage.root, LEASES_DIR, f"{run_name}.json"), job.storage.options,
+                  what=f"stage {job.train.stage} of {job.name} ({run_name})")
+    with lease:  # one runner per stage run: its MLflow run, Ray Train directory and registration
+        return _run_leased(job, hooks, env_vars, tracker, parent, fp, run_name, lineage, version_tags)
+
+
+def _run_leased(job: StageJobConfig, hooks: TestHooks | None, env_vars: dict[str, str], tracker: Tracker,
+                parent: ResolvedInit | None, fp: str, run_name: str, lineage: dict[str, str],
+                version_tags: Mapping[str, str] | None) -> StageResult:
     run_id = tracker.ensure_run(job.tracking.experiment, run_key=run_name, run_name=f"{job.name}-{job.alias}",
                                 parent_run_id=job.tracking.parent_run_id, tags=lineage)
     try:

@@ -1,0 +1,107 @@
+"""Leases: one runner per node fingerprint at a time, across processes and machines.
+
+A lease is a small JSON object (holder host, pid, start time, heartbeat) created with an exclusive create
+in the node's own storage (`storage.create_exclusive`: O_EXCL on a filesystem, a conditional PUT on S3), so
+it holds wherever the node's outputs live and needs no extra service. The holder rewrites its heartbeat
+every `heartbeat_s`. A lease whose heartbeat is older than `ttl_s`, or whose holder process is gone (checked
+on the holder's own host), belongs to a dead runner and is taken over, so a killed driver's re-run
+proceeds. A second runner of a live lease is refused with a one-line error that names the holder: nothing
+runs twice, and a re-run after the holder finishes skips the node.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+
+import psutil
+
+from llavast import storage
+from llavast.errors import LlavastError
+from llavast.storage import StorageOptions
+
+log = logging.getLogger(__name__)
+TTL_S = 120.0
+HEARTBEAT_S = 20.0
+
+
+class LeaseHeld(LlavastError):
+    """Another live runner holds the node's lease."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    host: str
+    pid: int
+    started: str  # ISO time, for people
+    heartbeat: float  # epoch seconds, for the expiry check
+
+    @classmethod
+    def me(cls) -> Holder:
+        return cls(socket.gethostname(), os.getpid(), datetime.now(UTC).isoformat(timespec="seconds"), time.time())
+
+    def alive(self, ttl_s: float) -> bool:
+        """A recent heartbeat, and (on this host, where it can be checked) a live process."""
+        if self.host == socket.gethostname() and not psutil.pid_exists(self.pid):
+            return False
+        return time.time() - self.heartbeat < ttl_s
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+
+class Lease:
+    """`with Lease(uri, options, what="stage1"):` runs the block as the only holder of `uri`."""
+
+    def __init__(self, uri: str, options: StorageOptions, what: str, *, ttl_s: float = TTL_S,
+                 heartbeat_s: float = HEARTBEAT_S) -> None:
+        self.uri, self.options, self.what = uri, options, what
+        self.ttl_s, self.heartbeat_s = ttl_s, heartbeat_s
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self._holder = Holder.me()
+
+    def __enter__(self) -> Lease:
+        if not storage.create_exclusive(self.uri, self._holder.encode(), self.options):
+            held = self._read()
+            if held is not None and held.alive(self.ttl_s):
+                raise LeaseHeld(f"{self.what} is being run by {held.host} pid {held.pid} since {held.started} "
+                                f"(lease {self.uri}); wait for it to finish and run again (finished work is "
+                                f"skipped), or remove the lease if that process is gone")
+            log.warning("taking over the expired lease %s (%s)", self.uri, held)
+            storage.remove(self.uri, self.options)
+            if not storage.create_exclusive(self.uri, self._holder.encode(), self.options):
+                raise LeaseHeld(f"{self.what}: another runner took over the expired lease {self.uri} first")
+        self._beat = threading.Thread(target=self._heartbeat, name="lease-heartbeat", daemon=True)
+        self._beat.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        try:
+            storage.remove(self.uri, self.options)
+        except LlavastError as exc:  # it expires on its own; the node's own outcome matters more
+            log.warning("could not release the lease %s: %s", self.uri, exc)
+
+    def _read(self) -> Holder | None:
+        try:
+            return Holder(**json.loads(storage.read_text(self.uri, self.options)))
+        except (LlavastError, ValueError, TypeError):  # gone meanwhile, or unreadable: treat as expired
+            return None
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            beat = Holder(self._holder.host, self._holder.pid, self._holder.started, time.time())
+            try:
+                storage.write_bytes(self.uri, beat.encode(), self.options)
+            except LlavastError as exc:
+                log.warning("lease heartbeat %s failed: %s", self.uri, exc)

@@ -1,0 +1,45 @@
+"""The same stage started twice at once against one MLflow and one storage root: one runner trains and
+registers, the other is refused in one line naming the holder (or, starting after the first finished, finds
+the registered version): exactly one version for the stage's fingerprint, and its alias points at it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llavast.tracking import Tracker
+from tests.fixtures.train import TrainWorld, unique
+
+pytestmark = pytest.mark.integration
+LLAVAST = str(Path(sys.executable).with_name("llavast"))
+
+
+@pytest.mark.timeout(600)
+def test_two_runners_of_one_stage_register_one_version(train_world: TrainWorld, tmp_path: Path) -> None:
+    model = unique("llavast-twice")
+    raw = train_world.job(1, unique("twice"), model, train={"max_steps": 2, "checkpoint_every": 2},
+                          compute={"cpus_per_worker": 0.5}).model_dump(mode="json")
+    job_file = tmp_path / "stage1.yaml"
+    job_file.write_text(yaml.safe_dump(raw))
+    env = dict(os.environ)  # the S3 fixture exported the test credentials
+    runners = [subprocess.Popen([LLAVAST, "train", str(job_file), "--num-cpus", "2"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outcomes = [(r.wait(timeout=540), r.stdout.read(), r.stderr.read()) for r in runners]
+
+    codes = sorted(code for code, _, _ in outcomes)
+    assert codes in ([0, 0], [0, 1]), outcomes
+    for code, _, err in outcomes:
+        if code == 1:  # refused while the other held the stage: one line that names the holder
+            lines = [line for line in err.splitlines() if line.startswith("error: ")]
+            assert len(lines) == 1 and " is being run by " in lines[0] and " pid " in lines[0], err
+    client = Tracker(train_world.mlflow.uri).client
+    versions = client.search_model_versions(f"name = '{model}'")
+    assert [v.version for v in versions] == ["1"]
+    assert client.get_model_version_by_alias(model, "stage1").version == "1"
+    experiment = client.get_experiment_by_name(raw["tracking"]["experiment"])
+    assert len(client.search_runs([experiment.experiment_id])) == 1  # one MLflow run for the stage

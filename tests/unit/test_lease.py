@@ -1,0 +1,67 @@
+"""Leases on a real filesystem: exclusive, named holder, released, and taken over when the holder is gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from llavast import storage
+from llavast.lease import Holder, Lease, LeaseHeld
+from llavast.storage import StorageOptions
+
+OPTIONS = StorageOptions()
+
+
+def test_create_exclusive_is_exclusive(tmp_path: Path) -> None:
+    uri = str(tmp_path / "deep" / "lease.json")
+    assert storage.create_exclusive(uri, b"first", OPTIONS) is True
+    assert storage.create_exclusive(uri, b"second", OPTIONS) is False
+    assert Path(uri).read_bytes() == b"first"
+
+
+def test_a_second_runner_is_refused_with_the_holders_name_then_the_lease_is_released(tmp_path: Path) -> None:
+    uri = str(tmp_path / "stage1.json")
+    with Lease(uri, OPTIONS, what="stage 1"):
+        held = json.loads(Path(uri).read_text())
+        assert (held["host"], held["pid"]) == (socket.gethostname(), os.getpid())
+        with pytest.raises(LeaseHeld) as caught, Lease(uri, OPTIONS, what="stage 1"):
+            pass
+        message = str(caught.value)
+        assert f"stage 1 is being run by {socket.gethostname()} pid {os.getpid()} since {held['started']}" in message
+        assert "\n" not in message
+    assert not Path(uri).exists()
+
+
+def test_the_heartbeat_keeps_the_lease_fresh(tmp_path: Path) -> None:
+    uri = str(tmp_path / "stage1.json")
+    with Lease(uri, OPTIONS, what="stage 1", heartbeat_s=0.1):
+        first = json.loads(Path(uri).read_text())["heartbeat"]
+        time.sleep(0.5)
+        assert json.loads(Path(uri).read_text())["heartbeat"] > first
+
+
+def test_a_dead_holders_lease_is_taken_over(tmp_path: Path) -> None:
+    """The holder was killed (its process is gone): the re-run proceeds at once."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    uri = str(tmp_path / "stage1.json")
+    dead = Holder(socket.gethostname(), int(gone.stdout), "2026-11-30T10:00:00+00:00", time.time())
+    Path(uri).write_bytes(dead.encode())
+    with Lease(uri, OPTIONS, what="stage 1"):
+        assert json.loads(Path(uri).read_text())["pid"] == os.getpid()
+
+
+def test_a_stale_lease_from_another_host_expires(tmp_path: Path) -> None:
+    uri = str(tmp_path / "stage1.json")
+    Path(uri).write_bytes(Holder("other-host", 1, "2026-11-30T10:00:00+00:00", time.time() - 600).encode())
+    with Lease(uri, OPTIONS, what="stage 1", ttl_s=120):
+        assert json.loads(Path(uri).read_text())["host"] == socket.gethostname()
+    Path(uri).write_bytes(Holder("other-host", 1, "2026-11-30T10:00:00+00:00", time.time()).encode())
+    with pytest.raises(LeaseHeld, match="being run by other-host pid 1"), Lease(uri, OPTIONS, what="stage 1"):
+        pass
