@@ -32,3 +32,14 @@ def test_s3_roundtrip_fsspec_and_arrow(s3_server, s3_bucket: str) -> None:
     assert not storage.exists(uri, opts)
     with pytest.raises(StorageError, match="does not exist"):
         storage.read_bytes(uri, opts)
+
+
+def test_create_exclusive_is_a_conditional_put(s3_server, s3_bucket: str) -> None:
+    """The S3 server refuses a second create of one key (If-None-Match: *): leases rely on it."""
+    opts = s3_server.options
+    uri = storage.join(s3_bucket, "leases", "stage1.json")
+    assert storage.create_exclusive(uri, b"first", opts) is True
+    assert storage.create_exclusive(uri, b"second", opts) is False
+    assert storage.read_bytes(uri, opts) == b"first"
+    storage.remove(uri, opts)
+    assert storage.create_exclusive(uri, b"third", opts) is True
