@@ -85,24 +85,18 @@ def run_stage(job: StageJobConfig, hooks: TestHooks | None = None, checked: Chec
     lease = Lease(storage.join(job.storage.root, LEASES_DIR, f"{run_name}.json"), job.storage.options,
                   what=f"stage {job.train.stage} of {job.name} ({run_name})")
     with lease:  # one runner per stage run: its MLflow run, Ray Train directory and registration
-        return _run_leased(job, hooks, env_vars, tracker, parent, fp, run_name, lineage, version_tags)
-
-
-def _run_leased(job: StageJobConfig, hooks: TestHooks | None, env_vars: dict[str, str], tracker: Tracker,
-                parent: ResolvedInit | None, fp: str, run_name: str, lineage: dict[str, str],
-                version_tags: Mapping[str, str] | None) -> StageResult:
-    run_id = tracker.ensure_run(job.tracking.experiment, run_key=run_name, run_name=f"{job.name}-{job.alias}",
-                                parent_run_id=job.tracking.parent_run_id, tags=lineage)
-    try:
-        return _train_and_register(job, hooks, env_vars, tracker, parent, fp, run_name, run_id,
-                                   {**lineage, **(version_tags or {})})
-    except Exception as err:
-        failure = describe(err)
-        _end_failed(tracker, run_id, replace(failure, message=redact(failure.message)).summary)
-        if isinstance(err, LlavastError):
-            raise  # a user error (a manifest, MLflow) already names what and where
-        raise TrainError(f"stage {job.train.stage} ({run_name}) failed: {failure.summary}; "
-                         f"{_resume_advice(job, run_name)}", failure=failure) from err
+        run_id = tracker.ensure_run(job.tracking.experiment, run_key=run_name, run_name=f"{job.name}-{job.alias}",
+                                    parent_run_id=job.tracking.parent_run_id, tags=lineage)
+        try:
+            return _train_and_register(job, hooks, env_vars, tracker, parent, fp, run_name, run_id,
+                                       {**lineage, **(version_tags or {})})
+        except Exception as err:
+            failure = describe(err)
+            _end_failed(tracker, run_id, replace(failure, message=redact(failure.message)).summary)
+            if isinstance(err, LlavastError):
+                raise  # a user error (a manifest, MLflow) already names what and where
+            raise TrainError(f"stage {job.train.stage} ({run_name}) failed: {failure.summary}; "
+                             f"{_resume_advice(job, run_name)}", failure=failure) from err
 
 
 def _resume_advice(job: StageJobConfig, run_name: str) -> str:
