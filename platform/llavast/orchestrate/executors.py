@@ -1,9 +1,11 @@
 """Node kinds of a pipeline: how each fingerprints, finds an existing output, and runs.
 
 - `synth` and `index` write to storage; their output is the folder they wrote, marked with a small JSON
-  file holding the node fingerprint, so a re-run with the same inputs finds it and skips.
-- `stage` trains on Ray and registers a model version; the version is tagged with the node fingerprint,
-  so the registry itself answers "is this stage already done?".
+  file holding the node fingerprint, so a re-run with the same inputs finds it and skips. They write under
+  a lease in that folder (`llavast/lease.py`), so two runners never write it at once.
+- `stage` trains on Ray and registers a model version; the version is tagged with the node fingerprint as
+  it is created, so the registry itself answers "is this stage already done?". The stage takes its own
+  lease (`train/run.py`).
 A node fingerprint is the job's config fingerprint combined with its dependencies' fingerprints.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,10 +26,12 @@ from llavast.config.loader import fingerprint
 from llavast.config.pipeline import NODE_REF
 from llavast.config.stage import StageJobConfig
 from llavast.errors import ConfigError, StorageError
+from llavast.lease import Lease
 from llavast.orchestrate.dag import Node, NodeResult, Status
 
 log = logging.getLogger(__name__)
 MARKER = "_llavast_node.json"
+LEASE = "_llavast_node.lease.json"  # held while a runner writes the folder (llavast/lease.py)
 
 
 def node_fingerprint(job: BaseModel, upstream: Mapping[str, NodeResult]) -> str:
@@ -49,8 +54,9 @@ def node_resources(job: BaseModel) -> dict[str, float]:
     return {"CPU": 1.0}
 
 
-class _StorageMarked:
-    """Output = the job's `out` folder, valid when its marker holds the node fingerprint."""
+class _StorageMarked(ABC):
+    """Output = the job's `out` folder, valid when its marker holds the node fingerprint. A runner works under
+    a lease in that folder; one that gets the lease after another runner finished finds the marker and skips."""
 
     def fingerprint(self, node: Node, upstream: Mapping[str, NodeResult]) -> str:
         return node_fingerprint(node.spec, upstream)
@@ -63,33 +69,37 @@ class _StorageMarked:
             return None
         return job.out if marker.get("fingerprint") == fingerprint else None
 
-    def _mark(self, job: Any, fingerprint: str, details: dict[str, Any]) -> None:
-        storage.write_text(storage.join(job.out, MARKER),
-                           json.dumps({"fingerprint": fingerprint, "job": job.name, **details}, sort_keys=True),
-                           job.storage)
+    def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult:
+        job = node.spec
+        with Lease(storage.join(job.out, LEASE), job.storage, what=f"{job.kind} node {node.name} ({job.out})"):
+            if self.find_output(node, fingerprint) is not None:
+                return NodeResult(node.name, Status.SKIPPED, fingerprint, output=job.out)
+            details = self.produce(job)
+            storage.write_text(storage.join(job.out, MARKER),
+                               json.dumps({"fingerprint": fingerprint, "job": job.name, **details}, sort_keys=True),
+                               job.storage)
+        return NodeResult(node.name, Status.SUCCEEDED, fingerprint, output=job.out, details=details)
+
+    @abstractmethod
+    def produce(self, job: Any) -> dict[str, Any]:
+        """Write the node's output under `job.out`; return the details its marker and table row show."""
 
 
 class SynthExecutor(_StorageMarked):
-    def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult:
+    def produce(self, job: SynthJobConfig) -> dict[str, Any]:
         from llavast.data.synth import SynthSpec, synthesize
 
-        job: SynthJobConfig = node.spec
         result = synthesize(job.out, job.storage, SynthSpec(**job.synth.model_dump()))
-        details = {"samples": result.total, "media_bytes": result.media_bytes}
-        self._mark(job, fingerprint, details)
-        return NodeResult(node.name, Status.SUCCEEDED, fingerprint, output=job.out, details=details)
+        return {"samples": result.total, "media_bytes": result.media_bytes}
 
 
 class IndexExecutor(_StorageMarked):
-    def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult:
+    def produce(self, job: IndexJobConfig) -> dict[str, Any]:
         from llavast.data.index import build_index
 
-        job: IndexJobConfig = node.spec
         summary = build_index(job.mixture, job.out, job.storage, seed=job.seed, strict=job.strict,
                               check_media=job.check_media)
-        details = {"samples": summary["total"], "quarantined": summary["quarantined"]}
-        self._mark(job, fingerprint, details)
-        return NodeResult(node.name, Status.SUCCEEDED, fingerprint, output=job.out, details=details)
+        return {"samples": summary["total"], "quarantined": summary["quarantined"]}
 
 
 class StageExecutor:
