@@ -9,7 +9,15 @@ import pytest
 import yaml
 
 from llavast.config.loader import load_job
-from llavast.config.secrets import REDACTED, check_secrets, redact, redact_config, resolve_env, secret_shape
+from llavast.config.secrets import (
+    REDACTED,
+    check_secrets,
+    redact,
+    redact_config,
+    referenced_names,
+    resolve_env,
+    secret_shape,
+)
 from llavast.errors import ConfigError
 from llavast.train.trainer import run_config
 
@@ -61,14 +69,14 @@ def test_ordinary_values_and_references_pass(value):
     assert secret_shape(value, env_value=True) is None
 
 
-def test_resolve_env_reads_references_once_and_falls_back_to_the_jobs_own_variable():
+def test_resolve_env_reads_each_reference_from_the_given_environment():
     env_vars = {"AWS_SECRET_ACCESS_KEY": "${env:PROBE_SECRET}", "MODE": "fast"}
     assert resolve_env(env_vars, "job.yaml", {"PROBE_SECRET": "v1"}) == {"AWS_SECRET_ACCESS_KEY": "v1", "MODE": "fast"}
-    # on the driver of a submitted job, submit already set the job's own variable
-    assert resolve_env(env_vars, "job.yaml", {"AWS_SECRET_ACCESS_KEY": "v2"})["AWS_SECRET_ACCESS_KEY"] == "v2"
+    assert referenced_names(env_vars) == ["PROBE_SECRET"]
+    # the job's own variable set in the environment is no substitute for the one it references
     with pytest.raises(ConfigError, match=r"job.yaml: env_vars.AWS_SECRET_ACCESS_KEY: references "
-                                          r"\$\{env:PROBE_SECRET\} but PROBE_SECRET is not set"):
-        resolve_env(env_vars, "job.yaml", {})
+                                          r"\$\{env:PROBE_SECRET\} but PROBE_SECRET is not set here"):
+        resolve_env(env_vars, "job.yaml", {"AWS_SECRET_ACCESS_KEY": "the user's own"})
 
 
 def test_workers_get_the_resolved_values_in_rays_runtime_env(tmp_path):

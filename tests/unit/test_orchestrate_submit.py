@@ -30,7 +30,8 @@ def test_entrypoint_runtime_env_and_resolved_env_refs(tmp_path: Path, monkeypatc
     assert sub.name == "shipped" and sub.source == job_file
     assert sub.runtime_env == {
         "working_dir": str(tmp_path.resolve()), "excludes": EXCLUDES, "pip": ["einops"],
-        "env_vars": {"PYTHONPATH": "platform:.", "AWS_SECRET_ACCESS_KEY": "s3cr3t value", "LEVEL": "debug"}}
+        "env_vars": {"PYTHONPATH": "platform:.", "AWS_SECRET_ACCESS_KEY": "s3cr3t value", "LEVEL": "debug",
+                     "MY_KEY": "s3cr3t value"}}  # the referenced name too: the cluster's driver resolves the YAML
 
 
 def test_requirements_file_is_resolved_in_the_working_dir(tmp_path: Path) -> None:

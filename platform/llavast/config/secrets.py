@@ -52,11 +52,7 @@ def redact_config(dump: Mapping[str, Any]) -> dict[str, Any]:
 
 def resolve_env(env_vars: Mapping[str, str], source: str, environ: Mapping[str, str]) -> dict[str, str]:
     """The job's `env_vars` with every `${env:NAME}` replaced by `environ[NAME]`; literals pass through.
-
-    On the driver of a job that `llavast submit` shipped, the job's own variables are already set (submit
-    resolved them on the submitting machine), so `KEY: ${env:NAME}` falls back to `environ[KEY]` there.
-    A reference that neither names is an error naming the key and the variable.
-    """
+    A reference to an unset variable is an error naming the key and the variable."""
     out = {}
     for key, value in env_vars.items():
         ref = ENV_REF.match(value)
@@ -64,12 +60,15 @@ def resolve_env(env_vars: Mapping[str, str], source: str, environ: Mapping[str, 
             out[key] = value
         elif ref["name"] in environ:
             out[key] = environ[ref["name"]]
-        elif key in environ:
-            out[key] = environ[key]
         else:
             raise ConfigError(f"{source}: env_vars.{key}: references ${{env:{ref['name']}}} but {ref['name']} is "
-                              "not set in this environment: export it before running the job")
+                              "not set here: export it before running the job")
     return out
+
+
+def referenced_names(env_vars: Mapping[str, str]) -> list[str]:
+    """The NAMEs of the `${env:NAME}` references among `env_vars` values."""
+    return sorted({m["name"] for m in map(ENV_REF.match, env_vars.values()) if m is not None})
 
 
 def _entropy(text: str) -> float:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from llavast.config.secrets import resolve_env
+from llavast.config.secrets import referenced_names, resolve_env
 from llavast.errors import ConfigError, LlavastError
 
 EXCLUDES = [".git", ".venv", ".demo", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",
@@ -122,8 +122,11 @@ def runtime_env(job: Any, job_file: Path) -> tuple[dict[str, Any], str]:
     except ValueError as err:
         raise ConfigError(f"{job_file}: the job file must be inside the working dir {working_dir} that is "
                           "shipped to the cluster (set working_dir in the YAML)") from err
+    resolved = resolve_env(config.env_vars, str(job_file), os.environ)
+    # The cluster's driver runs the same YAML and resolves the same ${env:NAME} references: ship NAME too.
+    referenced = {name: os.environ[name] for name in referenced_names(config.env_vars)}
     env = {"working_dir": str(working_dir), "excludes": EXCLUDES,
-           "env_vars": {"PYTHONPATH": "platform:.", **resolve_env(config.env_vars, str(job_file), os.environ)}}
+           "env_vars": {"PYTHONPATH": "platform:.", **referenced, **resolved}}
     if config.pip:
         env["pip"] = list(config.pip)
     elif config.requirements:
