@@ -167,6 +167,14 @@ wait_for_nodes() {  # wait_for_nodes N: until N nodes are alive, or fail with th
     die "only ${have:-0} of $want nodes came up within ${timeout_s}s; stopped them again"
 }
 
+wait_for_file() {  # wait_for_file PATH: Ray writes some files only after the node reports alive
+    local deadline=$((SECONDS + timeout_s))
+    until [[ -s "$1" ]]; do
+        (( SECONDS < deadline )) || { stop_all; die "$1 did not appear within ${timeout_s}s; stopped the nodes"; }
+        sleep 1
+    done
+}
+
 descendants() {  # descendants PID: "pid:starttime" of every process below PID
     local p
     for p in $(ps -e -o pid= -o ppid= | awk -v root="$1" '
@@ -225,6 +233,7 @@ case "$cmd" in
             --dashboard-host=127.0.0.1 --dashboard-port="$dashboard_port" "${head_args[@]}"
         wait_for_nodes 1
         # The GCS listens on every interface; Ray names it by the node's IP, which workers must use too.
+        wait_for_file "$dir/head/ray_current_cluster"
         address="$(cat "$dir/head/ray_current_cluster")"
         for ((i = 1; i <= workers; i++)); do
             start_node "worker-$i" --address="$address" \
