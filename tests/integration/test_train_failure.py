@@ -1,12 +1,16 @@
 """A stage that fails on its Ray Train workers reports its root cause: the original exception type and message,
-the file:line that raised it, the failed rank, and the worker's own log file, which holds the full traceback."""
+the file:line that raised it, the failed rank, and the worker's own log file, which holds the full traceback.
+Its job carries a secret by reference, which no MLflow or Ray file ever holds."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import ray
 
+from llavast.config.secrets import SecretEnv
 from llavast.errors import TrainError
 from llavast.tracking import Tracker
 from llavast.train.run import run_stage
@@ -45,8 +49,26 @@ def test_worker_failure_reports_root_cause_location_and_log(train_world: TrainWo
     assert [r.info.status for r in runs] == ["FAILED"]
     assert runs[0].data.tags["llavast.error"] == failure.summary  # why, on the run itself
     assert "no checkpoint was saved: it starts over" in str(caught.value)  # no "resume" advice without one
-    # the secret: its name in the params, never its value (Ray's runtime_env_agent.log still shows the
-    # workers' env_vars at INFO: moving secrets out of the runtime env is open work)
+    # the secret: its name in the params, never its value, anywhere MLflow or Ray keep text
     params, tags = runs[0].data.params, runs[0].data.tags
     assert params["env_vars.PROBE_TOKEN"] == "<redacted>"
     assert not [k for k, v in {**params, **tags}.items() if SECRET in v]
+    assert _files_holding(SECRET, Path(train_world.mlflow.state_dir)) == []  # the database, the artifacts
+    session_logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    assert (session_logs / "runtime_env_agent.log").exists()  # the log that records every runtime env
+    assert _files_holding(SECRET, session_logs) == []
+
+
+def test_a_secret_env_reaches_the_process_of_a_ray_worker(ray_local: None) -> None:
+    """What the train workers and the decoding actors do first: apply the SecretEnv they were handed."""
+
+    @ray.remote
+    def probe(secrets: SecretEnv) -> str | None:
+        secrets.apply()
+        return os.environ.get("PROBE_TOKEN")
+
+    assert ray.get(probe.remote(SecretEnv({"PROBE_TOKEN": SECRET}))) == SECRET
+
+
+def _files_holding(text: str, root: Path) -> list[Path]:
+    return [path for path in root.rglob("*") if path.is_file() and text.encode() in path.read_bytes()]

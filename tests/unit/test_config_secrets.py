@@ -3,6 +3,8 @@ handed to the workers, and nothing logged or printed with a credential in it."""
 
 from __future__ import annotations
 
+import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from llavast.config.secrets import (
     referenced_names,
     resolve_env,
     secret_shape,
+    split_env,
 )
 from llavast.errors import ConfigError
 from llavast.train.trainer import run_config
@@ -79,11 +82,18 @@ def test_resolve_env_reads_each_reference_from_the_given_environment():
         resolve_env(env_vars, "job.yaml", {"AWS_SECRET_ACCESS_KEY": "the user's own"})
 
 
-def test_workers_get_the_resolved_values_in_rays_runtime_env(tmp_path):
-    job = load_job(_write(tmp_path, _stage(env_vars={"AWS_SECRET_ACCESS_KEY": "${env:PROBE_SECRET}"})), [])
-    resolved = resolve_env(job.env_vars, "job.yaml", {"PROBE_SECRET": "the-real-value"})
-    env = run_config(job, "run", resolved).worker_runtime_env["env_vars"]
-    assert env["AWS_SECRET_ACCESS_KEY"] == "the-real-value" and env["DS_ACCELERATOR"] == "cpu"
+def test_references_travel_as_a_secret_env_never_in_rays_runtime_env(tmp_path, monkeypatch):
+    job = load_job(_write(tmp_path, _stage(env_vars={"AWS_SECRET_ACCESS_KEY": "${env:PROBE_SECRET}",
+                                                     "NCCL_DEBUG": "WARN"})), [])
+    plain, secrets = split_env(job.env_vars, "job.yaml", {"PROBE_SECRET": "the-real-value"})
+    env = run_config(job, "run", plain).worker_runtime_env["env_vars"]
+    assert env == {"NCCL_DEBUG": "WARN", "DS_ACCELERATOR": "cpu"}  # Ray logs runtime envs: no value of a reference
+    assert secrets.values == {"AWS_SECRET_ACCESS_KEY": "the-real-value"}
+    assert "the-real-value" not in repr(secrets) + str(secrets) + repr({"secrets": secrets})  # Ray Train records str()
+    assert pickle.loads(pickle.dumps(secrets)) == secrets  # it crosses to the workers as an argument
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    secrets.apply()
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == "the-real-value"
     assert job.env_vars["AWS_SECRET_ACCESS_KEY"] == "${env:PROBE_SECRET}"  # the config never holds the value
 
 

@@ -1,7 +1,10 @@
 """Secrets in job configs: `${env:NAME}` references, literal secrets refused, and redaction for logs.
 
 A job YAML never holds a credential. It holds a reference, `${env:NAME}`, which the driver resolves once
-from its own environment (`resolve_env`) and hands to the workers through Ray's runtime env. What is logged
+from its own environment (`split_env`). Literal values travel to the workers in Ray's runtime env; resolved
+references travel as a `SecretEnv`, an argument of the worker function that every process needing it applies
+to its own environment. Ray logs each runtime env it creates (runtime_env_agent.log) and records the worker
+runtime env of a Train run; a `SecretEnv` is neither, and its repr names the variables only. What is logged
 (MLflow params, error messages) goes through `redact_config` / `redact`: environment values become
 `<redacted>` and the password of any `scheme://user:password@host` URL is masked.
 """
@@ -9,9 +12,11 @@ from its own environment (`resolve_env`) and hands to the workers through Ray's 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from llavast.errors import ConfigError
@@ -64,6 +69,33 @@ def resolve_env(env_vars: Mapping[str, str], source: str, environ: Mapping[str, 
             raise ConfigError(f"{source}: env_vars.{key}: references ${{env:{ref['name']}}} but {ref['name']} is "
                               "not set here: export it before running the job")
     return out
+
+
+@dataclass(frozen=True)
+class SecretEnv:
+    """Environment values resolved from `${env:NAME}` references, for the processes that need them.
+
+    Its repr (which Ray Train records for the worker function's arguments) names the variables only.
+    """
+
+    values: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return f"SecretEnv({', '.join(f'{name}={REDACTED}' for name in sorted(self.values))})"
+
+    __str__ = __repr__
+
+    def apply(self) -> None:
+        """Set the variables in this process's environment (a Ray worker's own, before it reads any)."""
+        os.environ.update(self.values)
+
+
+def split_env(env_vars: Mapping[str, str], source: str, environ: Mapping[str, str]) -> tuple[dict[str, str], SecretEnv]:
+    """(the literal `env_vars`, the resolved `${env:NAME}` references as a SecretEnv); an unset NAME is an error
+    (see `resolve_env`)."""
+    resolved = resolve_env(env_vars, source, environ)
+    secret = {key: resolved[key] for key, value in env_vars.items() if ENV_REF.match(value)}
+    return {k: v for k, v in resolved.items() if k not in secret}, SecretEnv(secret)
 
 
 def referenced_names(env_vars: Mapping[str, str]) -> list[str]:

@@ -27,6 +27,7 @@ import ray
 
 from llavast import storage
 from llavast.config.data import DataConfig
+from llavast.config.secrets import SecretEnv
 from llavast.data import manifest
 from llavast.data.media import MediaDecodeError, decode_image, decode_video
 from llavast.data.records import MediaKind
@@ -58,7 +59,9 @@ class PrepareSamples:
     """Ray Data actor: manifest rows -> sample rows (frames as uint8 bytes, token ids, labels, values)."""
 
     def __init__(self, tokenizer: Any, config: LlavaSTConfig, max_length: int, options: StorageOptions,
-                 fetch_threads: int) -> None:
+                 fetch_threads: int, secrets: SecretEnv | None = None) -> None:
+        if secrets is not None:
+            secrets.apply()  # this actor's own process: storage clients read credentials from the environment
         self.tokenize = ConversationTokenizer(tokenizer, config, max_length)
         self.num_frames = config.num_frames
         self.size = config.image_size

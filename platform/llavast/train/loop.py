@@ -21,6 +21,7 @@ import torch
 from ray.data import DataContext
 from ray.train import CheckpointUploadMode
 
+from llavast.config.secrets import SecretEnv
 from llavast.config.stage import StageJobConfig
 from llavast.data.collate import DataStats, iter_batches
 from llavast.failures import WorkerError
@@ -56,10 +57,12 @@ class LoopArgs:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train's entry on every worker: `run_worker`, with a failure sent to the driver as a `WorkerError`
+    """Ray Train's entry on every worker: the job's secrets into this process's environment, then
+    `run_worker`, with a failure sent to the driver as a `WorkerError`
     (the original type and message, file:line, rank, and this worker's log file)."""
     try:
-        run_worker(config["args"])
+        config["secrets"].apply()  # before anything reads the environment (S3 and MLflow clients)
+        run_worker(config["args"], config["secrets"])
     except Exception as err:
         raise WorkerError.wrap(err, _worker_log(), ray.train.get_context().get_world_rank()) from err
 
@@ -76,7 +79,7 @@ def _worker_log() -> str:
     return f"{path} on node {ip} (or, while the cluster is up: {command})" if path.startswith("/") else command
 
 
-def run_worker(args: LoopArgs) -> None:
+def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
     job, hooks = args.job, args.hooks
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -128,7 +131,7 @@ def run_worker(args: LoopArgs) -> None:
     rows = shard.remaining_rows(job.data, job.deepspeed.zero_stage, rank, world, per_step, mb, step,
                                 args.total_steps)
     kinds = rows.column("media_kind").to_pylist()[::mb]  # each micro-batch's media kind (ZeRO-3 plans)
-    batches = iter_batches(shard.rank_dataset(job.data, rows, stage.model.config, stage.tokenizer), mb, pad_id,
+    batches = iter_batches(shard.rank_dataset(job.data, rows, stage.model.config, stage.tokenizer, secrets), mb, pad_id,
                            stage.model.config.image_size, prefetch_batches=job.data.prefetch_batches) if kinds else None
     stats, metrics = DataStats(), {}
     for micro in range(0, len(kinds), job.train.grad_accum_steps):

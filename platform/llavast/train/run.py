@@ -18,7 +18,7 @@ from typing import Any
 
 from llavast import storage
 from llavast.config.loader import fingerprint
-from llavast.config.secrets import redact, redact_config, resolve_env
+from llavast.config.secrets import SecretEnv, redact, redact_config, split_env
 from llavast.config.stage import StageJobConfig
 from llavast.errors import LlavastError, TrainError
 from llavast.failures import describe
@@ -73,7 +73,7 @@ def run_stage(job: StageJobConfig, hooks: TestHooks | None = None, checked: Chec
     `version_tags` go on the model version with its lineage when it is created (the pipeline's node fingerprint).
     Once the stage's MLflow run exists, any failure ends it FAILED with the reason as the `llavast.error` tag.
     """
-    env_vars = resolve_env(job.env_vars, f"job {job.name}", os.environ)  # once, here: an unset one fails now
+    env_vars, secrets = split_env(job.env_vars, f"job {job.name}", os.environ)  # once, here: an unset one fails now
     checked = checked or preflight(job)
     tracker, parent = checked.tracker, checked.parent
     fp = fingerprint(job)
@@ -88,7 +88,7 @@ def run_stage(job: StageJobConfig, hooks: TestHooks | None = None, checked: Chec
         run_id = tracker.ensure_run(job.tracking.experiment, run_key=run_name, run_name=f"{job.name}-{job.alias}",
                                     parent_run_id=job.tracking.parent_run_id, tags=lineage)
         try:
-            return _train_and_register(job, hooks, env_vars, tracker, parent, fp, run_name, run_id,
+            return _train_and_register(job, hooks, env_vars, secrets, tracker, parent, fp, run_name, run_id,
                                        {**lineage, **(version_tags or {})})
         except Exception as err:
             failure = describe(err)
@@ -110,7 +110,8 @@ def _resume_advice(job: StageJobConfig, run_name: str) -> str:
     return f"run the same job again to resume from its latest checkpoint (step {step})"
 
 
-def _train_and_register(job: StageJobConfig, hooks: TestHooks | None, env_vars: dict[str, str], tracker: Tracker,
+def _train_and_register(job: StageJobConfig, hooks: TestHooks | None, env_vars: dict[str, str], secrets: SecretEnv,
+                        tracker: Tracker,
                         parent: ResolvedInit | None, fp: str, run_name: str, run_id: str,
                         lineage: dict[str, str]) -> StageResult:
     parent_dir = parent.uri if parent else None
@@ -123,7 +124,7 @@ def _train_and_register(job: StageJobConfig, hooks: TestHooks | None, env_vars: 
     args = LoopArgs(job=job, fingerprint=fp, run_name=run_name, mlflow_run_id=run_id, parent_dir_uri=parent_dir,
                     artifact_uri=artifact_uri, total_steps=total, lineage=lineage, hooks=hooks or TestHooks())
     log.info("stage %d: %d steps on %d workers, run %s", job.train.stage, total, job.compute.num_workers, run_name)
-    result = build_trainer(args, env_vars).fit()
+    result = build_trainer(args, env_vars, secrets).fit()
     version = register_stage_artifact(tracker, job.tracking.registered_model, artifact_uri, alias=job.alias,
                                       run_id=run_id, tags=lineage)
     tracker.set_tags(run_id, {"llavast.model_version": f"{job.tracking.registered_model}/{version}",

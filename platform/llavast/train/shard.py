@@ -29,6 +29,7 @@ import ray
 
 from llavast import storage
 from llavast.config.data import DataConfig
+from llavast.config.secrets import SecretEnv
 from llavast.data import manifest
 from llavast.data.pipeline import PrepareSamples, check_against_model
 from llavast.errors import ConfigError, DataError
@@ -141,11 +142,13 @@ def rank_rows(cfg: DataConfig, files: list[str], plan: ShardPlan, rank: int, ski
     return pa.concat_tables([ordered, manifest.pad_rows(len(mine) - len(real))])
 
 
-def rank_dataset(cfg: DataConfig, rows: pa.Table, model_config: Any, tokenizer: Any) -> ray.data.Dataset:
+def rank_dataset(cfg: DataConfig, rows: pa.Table, model_config: Any, tokenizer: Any,
+                 secrets: SecretEnv) -> ray.data.Dataset:
     """The decoded samples of `rows`, in order, through the data pipeline's decoding actors.
 
     Blocks of `decode_batch_size` rows let the actor pool decode in parallel; the caller's DataContext
-    must preserve order (the train loop sets it).
+    must preserve order (the train loop sets it). Each actor applies `secrets` (the job's resolved
+    `${env:NAME}` variables: S3 credentials, for one) to its own environment.
     """
     check_against_model(cfg, model_config)
     size = cfg.decode_batch_size
@@ -154,7 +157,8 @@ def rank_dataset(cfg: DataConfig, rows: pa.Table, model_config: Any, tokenizer: 
         PrepareSamples, batch_size=size, batch_format="pyarrow", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=cfg.decode_concurrency), num_cpus=cfg.decode_num_cpus,
         fn_constructor_kwargs={"tokenizer": tokenizer, "config": model_config, "max_length": cfg.max_length,
-                               "options": cfg.storage, "fetch_threads": cfg.fetch_threads})
+                               "options": cfg.storage, "fetch_threads": cfg.fetch_threads,
+                               "secrets": secrets})
 
 
 def remaining_rows(cfg: DataConfig, zero_stage: int, rank: int, world_size: int, per_step: int,

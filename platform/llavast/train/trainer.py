@@ -14,6 +14,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from llavast import storage
+from llavast.config.secrets import SecretEnv
 from llavast.config.stage import ComputeSection, StageJobConfig
 from llavast.train.checkpoint import CHECKPOINT_PREFIX
 from llavast.train.loop import LoopArgs, train_loop_per_worker
@@ -34,8 +35,8 @@ def scaling_config(compute: ComputeSection) -> ScalingConfig:
 
 
 def worker_env(job: StageJobConfig, env_vars: Mapping[str, str]) -> dict[str, str]:
-    """Environment of the training workers: the job's `env_vars` as the driver resolved them (no `${env:...}`
-    left), and DeepSpeed's CPU accelerator when there is no GPU."""
+    """Runtime env variables of the training workers: the job's literal `env_vars` (resolved references travel
+    as a SecretEnv instead: Ray logs runtime envs), and DeepSpeed's CPU accelerator when there is no GPU."""
     return {**env_vars, **({} if job.compute.use_gpu else {"DS_ACCELERATOR": "cpu"})}
 
 
@@ -57,11 +58,11 @@ def latest_checkpoint_step(job: StageJobConfig, run_name: str) -> int | None:
     return max(steps, default=None)
 
 
-def build_trainer(args: LoopArgs, env_vars: Mapping[str, str]) -> TorchTrainer:
-    """A TorchTrainer running `train_loop_per_worker(args)`: NCCL on GPU, gloo on CPU; `env_vars` are the
-    job's resolved environment variables (they travel in Ray's runtime env, never in `args`)."""
+def build_trainer(args: LoopArgs, env_vars: Mapping[str, str], secrets: SecretEnv) -> TorchTrainer:
+    """A TorchTrainer running `train_loop_per_worker(args)`: NCCL on GPU, gloo on CPU. `env_vars` (the job's
+    literal ones) go in the workers' runtime env; `secrets` travel as an argument each worker applies."""
     job = args.job
-    loop_config: dict[str, Any] = {"args": args}
+    loop_config: dict[str, Any] = {"args": args, "secrets": secrets}
     return TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if job.compute.use_gpu else "gloo"),
