@@ -7,6 +7,11 @@ every `heartbeat_s`. A lease whose heartbeat is older than `ttl_s`, or whose hol
 on the holder's own host), belongs to a dead runner and is taken over, so a killed driver's re-run
 proceeds. A second runner of a live lease is refused with a one-line error that names the holder: nothing
 runs twice, and a re-run after the holder finishes skips the node.
+
+A holder on another host cannot be checked for life, only watched: the runner waits while the lease is
+fresh, and is refused as soon as the holder's heartbeat moves (alive), or takes the lease over once it
+expires (dead). So a retried driver (a RayJob's next attempt, on a new pod, seconds after the last one was
+killed) proceeds within `ttl_s`, while a live holder elsewhere is named within one heartbeat.
 """
 
 from __future__ import annotations
@@ -61,17 +66,17 @@ class Lease:
     """`with Lease(uri, options, what="stage1"):` runs the block as the only holder of `uri`."""
 
     def __init__(self, uri: str, options: StorageOptions, what: str, *, ttl_s: float = TTL_S,
-                 heartbeat_s: float = HEARTBEAT_S) -> None:
+                 heartbeat_s: float = HEARTBEAT_S, poll_s: float = 2.0) -> None:
         self.uri, self.options, self.what = uri, options, what
-        self.ttl_s, self.heartbeat_s = ttl_s, heartbeat_s
+        self.ttl_s, self.heartbeat_s, self.poll_s = ttl_s, heartbeat_s, poll_s
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._holder = Holder.me()
 
     def __enter__(self) -> Lease:
         if not storage.create_exclusive(self.uri, self._holder.encode(), self.options):
-            held = self._read()
-            if held is not None and held.alive(self.ttl_s):
+            held = self._watch(self._read())
+            if held is not None:
                 raise LeaseHeld(f"{self.what} is being run by {held.host} pid {held.pid} since {held.started} "
                                 f"(lease {self.uri}); wait for it to finish and run again (finished work is "
                                 f"skipped), or remove the lease if that process is gone")
@@ -91,6 +96,21 @@ class Lease:
             storage.remove(self.uri, self.options)
         except LlavastError as exc:  # it expires on its own; the node's own outcome matters more
             log.warning("could not release the lease %s: %s", self.uri, exc)
+
+    def _watch(self, held: Holder | None) -> Holder | None:
+        """The live holder of the lease, or None once it is gone, released or expired. A holder on this host is
+        judged at once (its pid); one elsewhere is watched until its heartbeat moves or its lease expires."""
+        if held is None or not held.alive(self.ttl_s) or held.host == socket.gethostname():
+            return held if held is not None and held.alive(self.ttl_s) else None
+        log.warning("%s: lease %s is held by %s pid %s; waiting up to %.0fs for its next heartbeat or its expiry",
+                    self.what, self.uri, held.host, held.pid, self.ttl_s - (time.time() - held.heartbeat))
+        while held is not None and held.alive(self.ttl_s):
+            time.sleep(self.poll_s)
+            now = self._read()
+            if now is not None and now.heartbeat != held.heartbeat:
+                return now  # it beat: the holder lives
+            held = now
+        return None
 
     def _read(self) -> Holder | None:
         try:

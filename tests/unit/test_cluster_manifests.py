@@ -203,6 +203,7 @@ def test_rayjob_runs_the_paper_pipeline_and_cleans_up():
     assert spec["submissionMode"] == "K8sJobMode"
     assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
     assert spec["activeDeadlineSeconds"] > 72 * 3600  # longer than the paper's 72 h run
+    assert spec["backoffLimit"] >= 1  # a retry resumes (registered stages skipped, checkpoints, leases expire)
 
 
 def test_a_changed_copy_is_detected():

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -62,6 +63,38 @@ def test_a_stale_lease_from_another_host_expires(tmp_path: Path) -> None:
     Path(uri).write_bytes(Holder("other-host", 1, "2026-11-30T10:00:00+00:00", time.time() - 600).encode())
     with Lease(uri, OPTIONS, what="stage 1", ttl_s=120):
         assert json.loads(Path(uri).read_text())["host"] == socket.gethostname()
-    Path(uri).write_bytes(Holder("other-host", 1, "2026-11-30T10:00:00+00:00", time.time()).encode())
-    with pytest.raises(LeaseHeld, match="being run by other-host pid 1"), Lease(uri, OPTIONS, what="stage 1"):
-        pass
+
+
+def test_a_fresh_lease_of_a_dead_remote_holder_is_waited_out(tmp_path: Path) -> None:
+    """A retried driver on a new pod, seconds after the last attempt was killed: its heartbeat stops, so the
+    lease expires and the retry proceeds (after at most ttl_s), instead of failing the retry."""
+    uri = str(tmp_path / "stage1.json")
+    Path(uri).write_bytes(Holder("killed-pod", 1, "2026-11-30T10:00:00+00:00", time.time()).encode())
+    started = time.monotonic()
+    with Lease(uri, OPTIONS, what="stage 1", ttl_s=1.5, poll_s=0.1):
+        waited = time.monotonic() - started
+        assert json.loads(Path(uri).read_text())["host"] == socket.gethostname()
+    assert 1.0 < waited < 5.0
+
+
+def test_a_live_remote_holder_is_named_at_its_next_heartbeat(tmp_path: Path) -> None:
+    uri = str(tmp_path / "stage1.json")
+    Path(uri).write_bytes(Holder("other-host", 7, "2026-11-30T10:00:00+00:00", time.time()).encode())
+    stop = threading.Event()
+
+    def beat() -> None:  # the other host's heartbeat thread
+        while not stop.wait(0.3):
+            Path(uri).write_bytes(Holder("other-host", 7, "2026-11-30T10:00:00+00:00", time.time()).encode())
+
+    beating = threading.Thread(target=beat)
+    beating.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(LeaseHeld, match="being run by other-host pid 7"), \
+                Lease(uri, OPTIONS, what="stage 1", ttl_s=60, poll_s=0.1):
+            pass
+    finally:
+        stop.set()
+        beating.join()
+    assert time.monotonic() - started < 5.0  # one heartbeat, not the 60 s expiry
+    assert json.loads(Path(uri).read_text())["host"] == "other-host"  # the holder keeps its lease
