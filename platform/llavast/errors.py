@@ -31,6 +31,11 @@ class TrackingError(LlavastError):
     """MLflow is unreachable at start, or a registry lookup (models:/name@alias) cannot be resolved."""
 
 
+class RegistrationPending(TrackingError):
+    """A stage trained and wrote its artifact, but MLflow was unreachable to register it: running the same job
+    again registers it without training again."""
+
+
 class TrainError(LlavastError):
     """A training stage cannot start or finish (missing checkpoint, incompatible artifact, failed run).
 

@@ -10,15 +10,19 @@ import pytest
 
 from llavast.errors import TrackingError
 from llavast.services import MlflowServer, free_port
+from llavast.storage import StorageOptions
 from llavast.tracking import (
     RUN_NAME_TAG,
+    UNSENT_DIR,
     Backoff,
     MetricsLogger,
     Tracker,
     download_artifact,
     flatten_params,
     register_stage_artifact,
+    replay_unsent,
     resolve_init_from,
+    save_unsent,
 )
 
 pytestmark = pytest.mark.integration
@@ -124,9 +128,45 @@ def test_metrics_logger_survives_an_outage_without_blocking(tmp_path: Path) -> N
         assert time.monotonic() - start < 0.5
         time.sleep(1.0)
         server.start()  # same port, same sqlite store: a transient outage
-        logger.close(timeout_s=120)
+        assert logger.close(timeout_s=120) == []  # everything landed
         assert logger.dropped_points == 0
         history = tracker.client.get_metric_history(run, "loss")
         assert sorted((m.step, m.value) for m in history) == [(0, 3.0), (1, 2.0), (2, 1.0), (3, 0.0)]
+    finally:
+        server.stop()
+
+
+def test_points_mlflow_did_not_take_at_the_end_are_kept_and_replayed_once(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end of a stage under an outage: close() hands back what is unsent, it is kept in storage, and the
+    replay into the run loses nothing and doubles nothing (the point that landed before is not repeated)."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the client's own retries: minutes otherwise
+    server = MlflowServer(state_dir=tmp_path / "mlflow").start()
+    try:
+        tracker = Tracker(server.uri, backoff=Backoff(attempts=2, base_s=0.1))
+        run = tracker.ensure_run("end-outage", run_key="k", run_name="stage")
+        logger = MetricsLogger(server.uri, run, backoff=Backoff(attempts=30, base_s=0.2, max_s=1.0))
+        logger.log({"loss": 3.0}, step=1)
+        deadline = time.monotonic() + 30
+        while not tracker.client.get_metric_history(run, "loss") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server.stop()
+        for step in (2, 3):
+            logger.log({"loss": 3.0 - step, "samples_consumed": 2.0 * step}, step=step)
+        unsent = logger.close(timeout_s=2)
+        assert sorted((m.key, m.step) for m in unsent) == [("loss", 2), ("loss", 3), ("samples_consumed", 2),
+                                                          ("samples_consumed", 3)]
+        kept = str(tmp_path / "run" / UNSENT_DIR)
+        assert save_unsent(unsent, kept, StorageOptions()) is not None
+        assert replay_unsent(tracker, run, kept, StorageOptions()) == 0  # still down: the file stays
+        assert len(list(Path(kept).iterdir())) == 1
+        server.start()
+        # the first point as well, as if a batch had landed just before the deadline: not doubled
+        save_unsent(tracker.client.get_metric_history(run, "loss"), kept, StorageOptions())
+        assert replay_unsent(tracker, run, kept, StorageOptions()) == 5
+        assert list(Path(kept).iterdir()) == []
+        history = tracker.client.get_metric_history(run, "loss")
+        assert sorted((m.step, m.value) for m in history) == [(1, 3.0), (2, 1.0), (3, 0.0)]
+        assert len(tracker.client.get_metric_history(run, "samples_consumed")) == 2
     finally:
         server.stop()

@@ -65,3 +65,6 @@ def test_killed_worker_resumes_without_retraining_samples(train_world: TrainWorl
     assert [m.value for m in tracker.client.get_metric_history(run.info.run_id, "resumed_from_step")] == [EVERY]
     steps = {m.step for m in tracker.client.get_metric_history(run.info.run_id, "loss")}
     assert steps == set(range(1, STEPS + 1))
+    # samples_consumed counts the samples trained on, carried across the restart (the redone steps once)
+    consumed = {m.step: m.value for m in tracker.client.get_metric_history(run.info.run_id, "samples_consumed")}
+    assert consumed[STEPS] == len(effective)

@@ -1,8 +1,8 @@
 """MLflow access: the driver's `Tracker` (fails loudly) and rank 0's `MetricsLogger` (never fails a run).
 
 Two failure policies on purpose: a stage must not start when its tracking server is unreachable (the
-user would lose the run's record), but once training runs, a flaky server must cost at most some
-metric points, never GPU hours.
+user would lose the run's record), but once training runs, a flaky server must cost neither GPU hours
+nor metric points: what it does not take is kept in storage and replayed later (`tracking.unsent`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus
@@ -119,8 +119,13 @@ class Tracker:
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.call("log_batch(metrics)", self.client.log_batch, run_id, metrics=batch)
+        self.log_points(run_id, [Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_points(self, run_id: str, points: Sequence[Metric]) -> None:
+        """Log metric points as they are (their own timestamps and steps), in batches MLflow accepts."""
+        for i in range(0, len(points), MAX_METRICS_PER_BATCH):
+            self.call("log_batch(metrics)", self.client.log_batch, run_id,
+                      metrics=list(points[i:i + MAX_METRICS_PER_BATCH]))
 
     def end_run(self, run_id: str, status: str = RunStatus.to_string(RunStatus.FINISHED)) -> None:
         self.call("set_terminated", self.client.set_terminated, run_id, status)
@@ -129,9 +134,10 @@ class Tracker:
 class MetricsLogger:
     """Rank 0's metrics, shipped to one run by a background thread.
 
-    `log` never blocks and never raises: points queue up, a batch is retried with backoff while the
-    server is down, and a batch that still fails is dropped and counted (`dropped_points`), with a
-    warning. `close` flushes what is left within a deadline.
+    `log` never blocks and never raises: points queue up, and a batch is retried with backoff while the
+    server is down. `close` waits for the queue to drain, at most `timeout_s`, and returns the points MLflow
+    did not take (given up after retries, or still queued or in flight at the deadline), for the caller to
+    keep (`tracking.unsent`). Only a full queue loses points; they are counted in `dropped_points`.
     """
 
     def __init__(self, uri: str, run_id: str, *, backoff: Backoff | None = None,
@@ -141,6 +147,9 @@ class MetricsLogger:
         self._client = MlflowClient(tracking_uri=uri)
         self._backoff = backoff or Backoff(attempts=8, base_s=1.0, max_s=30.0)
         self._queue: queue.Queue[Metric | None] = queue.Queue(maxsize=max_queue)
+        self._lock = threading.Lock()
+        self._unsent: list[Metric] = []
+        self._in_flight: list[Metric] = []
         self._thread = threading.Thread(target=self._drain, name="mlflow-metrics", daemon=True)
         self._thread.start()
 
@@ -152,18 +161,31 @@ class MetricsLogger:
             except queue.Full:
                 self.dropped_points += 1
 
-    def close(self, timeout_s: float = 60.0) -> None:
-        """Flush queued points (waiting at most `timeout_s`) and stop the thread."""
+    def close(self, timeout_s: float = 60.0) -> list[Metric]:
+        """Flush queued points (waiting at most `timeout_s`), stop the thread, and return the points MLflow
+        did not take."""
+        deadline = time.monotonic() + timeout_s
         try:
             self._queue.put(None, timeout=timeout_s)
         except queue.Full:
-            log.warning("metrics queue still full at close; %d points lost", self._queue.qsize())
-        self._thread.join(timeout=timeout_s)
-        if self._thread.is_alive():
-            log.warning("MLflow did not accept the last metrics within %.0fs", timeout_s)
+            pass  # the deadline passed with the queue full: its points are collected below
+        self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            unsent = [*self._unsent, *self._in_flight]
+            self._unsent, self._in_flight = [], []
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    unsent.append(item)
+        if unsent:
+            log.warning("MLflow did not take %d metric points within %.0fs", len(unsent), timeout_s)
         if self.dropped_points:
-            log.warning("%d metric points could not be logged to MLflow run %s", self.dropped_points,
+            log.warning("%d metric points were lost to a full queue (MLflow run %s)", self.dropped_points,
                         self.run_id)
+        return unsent
 
     def _drain(self) -> None:
         stop = False
@@ -185,9 +207,15 @@ class MetricsLogger:
                 self._send(batch)
 
     def _send(self, batch: list[Metric]) -> None:
+        with self._lock:
+            self._in_flight = batch
         try:
             retry(lambda: self._client.log_batch(self.run_id, metrics=batch), self._backoff,
                   f"logging {len(batch)} metric points")
         except Exception as err:  # noqa: BLE001 - mid-run tracking failures never stop training
-            self.dropped_points += len(batch)
-            log.warning("dropped %d metric points after retries: %s", len(batch), err)
+            log.warning("MLflow did not take %d metric points after retries: %s", len(batch), err)
+            with self._lock:
+                self._unsent.extend(batch)
+        finally:
+            with self._lock:
+                self._in_flight = []

@@ -33,7 +33,7 @@ class Progress:
     """Where a stage stands after `step` optimizer steps; the data position follows from the step."""
 
     step: int
-    samples_consumed: int  # manifest positions consumed by all ranks (pads and dropped samples included)
+    samples_consumed: int  # samples trained on by all ranks so far (pads and dropped samples not counted)
     dropped_samples: int  # samples the data pipeline could not deliver, all ranks, so far
     world_size: int
     fingerprint: str

@@ -25,7 +25,7 @@ from llavast.config.secrets import SecretEnv
 from llavast.config.stage import StageJobConfig
 from llavast.data.collate import DataStats, iter_batches
 from llavast.failures import WorkerError
-from llavast.tracking import MetricsLogger
+from llavast.tracking import MetricsLogger, save_unsent
 from llavast.train import shard
 from llavast.train.artifact import read_artifact, write_artifact
 from llavast.train.checkpoint import Progress, checkpoint_dir_name, load_checkpoint, save_checkpoint
@@ -51,6 +51,7 @@ class LoopArgs:
     mlflow_run_id: str
     parent_dir_uri: str | None  # the parent stage artifact on object storage (already resolved)
     artifact_uri: str  # where this stage's artifact goes
+    unsent_metrics_uri: str  # where rank 0 keeps the metric points MLflow did not take (replayed by the driver)
     total_steps: int
     lineage: dict[str, str] = field(default_factory=dict)
     hooks: TestHooks = field(default_factory=TestHooks)
@@ -114,11 +115,11 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
         ReplayStep(engine, pad_id, device)
 
     # 3. Resume from the latest checkpoint Ray Train hands back, if any.
-    step, dropped = 0, 0
+    step, dropped, consumed = 0, 0, 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         progress = load_checkpoint(engine, checkpoint, world, args.fingerprint)
-        step, dropped = progress.step, progress.dropped_samples
+        step, dropped, consumed = progress.step, progress.dropped_samples, progress.samples_consumed
         log.info("rank %d resumed at step %d", rank, step)
     elif hooks.wants_params:
         _dump(stage, zero3, hooks, "before", rank)
@@ -148,11 +149,12 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
         step += 1
         metrics = _step_metrics(meter, engine, device, world)
         dropped += int(metrics.pop("dropped"))
-        metrics.update(dropped_samples=dropped, samples_consumed=step * per_step * world)
+        consumed += int(metrics["samples"])  # real samples of all ranks: pads and dropped ones are not in it
+        metrics.update(dropped_samples=dropped, samples_consumed=consumed)
         if logger is not None and step % job.train.log_every == 0:
             logger.log(metrics, step=step)
         if step % job.train.checkpoint_every == 0 or step == args.total_steps:
-            progress = Progress(step=step, samples_consumed=step * per_step * world, dropped_samples=dropped,
+            progress = Progress(step=step, samples_consumed=consumed, dropped_samples=dropped,
                                 world_size=world, fingerprint=args.fingerprint)
             _report_checkpoint(engine, job, metrics, progress, rank)
 
@@ -166,7 +168,9 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
         log.info("stage %d artifact written to %s", job.train.stage, args.artifact_uri)
     if logger is not None:
         logger.log(stats.metrics(prefix="data_rank0/"), step=step)
-        logger.close()
+        kept = save_unsent(logger.close(), args.unsent_metrics_uri, job.storage.options)
+        if kept is not None:
+            log.warning("MLflow is unreachable: metric points kept in %s, replayed by the driver", kept)
     ray.train.report({**metrics, "step": step, "artifact_written": 1.0})
 
 

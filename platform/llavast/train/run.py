@@ -1,13 +1,16 @@
 """One stage end to end, on the driver: resolve, track, plan, train on Ray, register.
 
-    preflight (MLflow, base model, manifest, init_from, a writable storage root) -> the stage's MLflow run
-    (created, or continued when the same job runs again) -> plan the steps from the manifest ->
-    TorchTrainer.fit() -> register the artifact, move the stage alias, tag lineage -> finish the run.
-    Any failure after the run exists ends it FAILED, with the reason in its `llavast.error` tag.
+    preflight (MLflow, base model, manifest, init_from, a writable storage root) -> the stage's lease ->
+    the stage's MLflow run (created, or continued when the same job runs again) -> plan the steps from the
+    manifest -> TorchTrainer.fit(), unless a record says this run trained already -> replay the metric points
+    MLflow did not take -> register the artifact, move the stage alias, tag lineage -> finish the run.
+    Any failure after the run exists ends it FAILED, with the reason in its `llavast.error` tag; MLflow down
+    after training is `RegistrationPending` instead: the run is not failed, and a re-run only registers.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -20,16 +23,18 @@ from llavast import storage
 from llavast.config.loader import fingerprint
 from llavast.config.secrets import SecretEnv, redact, redact_config, split_env
 from llavast.config.stage import StageJobConfig
-from llavast.errors import LlavastError, TrainError
+from llavast.errors import LlavastError, RegistrationPending, TrackingError, TrainError
 from llavast.failures import describe
 from llavast.lease import Lease
 from llavast.tracking import (
     RUN_NAME_TAG,
+    UNSENT_DIR,
     ResolvedInit,
     Tracker,
     download_artifact,
     flatten_params,
     register_stage_artifact,
+    replay_unsent,
 )
 from llavast.train import shard
 from llavast.train.hooks import TestHooks
@@ -41,6 +46,7 @@ log = logging.getLogger(__name__)
 ARTIFACTS_DIR = "artifacts"
 ERROR_TAG = "llavast.error"
 LEASES_DIR = "leases"
+TRAINED_DIR = "trained"  # <run name>.json: written once fit() returned, so a re-run registers without training
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,8 @@ def run_stage(job: StageJobConfig, hooks: TestHooks | None = None, checked: Chec
         try:
             return _train_and_register(job, hooks, env_vars, secrets, tracker, parent, fp, run_name, run_id,
                                        {**lineage, **(version_tags or {})})
+        except RegistrationPending:
+            raise  # trained, not failed: the run stays open for the re-run that registers it
         except Exception as err:
             failure = describe(err)
             _end_failed(tracker, run_id, replace(failure, message=redact(failure.message)).summary)
@@ -111,28 +119,44 @@ def _resume_advice(job: StageJobConfig, run_name: str) -> str:
 
 
 def _train_and_register(job: StageJobConfig, hooks: TestHooks | None, env_vars: dict[str, str], secrets: SecretEnv,
-                        tracker: Tracker,
-                        parent: ResolvedInit | None, fp: str, run_name: str, run_id: str,
+                        tracker: Tracker, parent: ResolvedInit | None, fp: str, run_name: str, run_id: str,
                         lineage: dict[str, str]) -> StageResult:
-    parent_dir = parent.uri if parent else None
-    if parent is not None and parent.needs_mlflow_download:  # registered from a local storage root
-        parent_dir = str(download_artifact(parent, tracker, Path(tempfile.mkdtemp(prefix="llavast-parent-"))))
+    root, options = job.storage.root, job.storage.options
+    unsent = storage.join(root, UNSENT_DIR, run_name)
+    replay_unsent(tracker, run_id, unsent, options)  # points an earlier attempt kept through an outage
     tracker.log_params(run_id, flatten_params(redact_config(job.model_dump(mode="json"))))
     total = plan_total_steps(job)
     tracker.log_params(run_id, {"resolved.total_steps": str(total), "resolved.fingerprint": fp})
-    artifact_uri = storage.join(job.storage.root, ARTIFACTS_DIR, run_name)
-    args = LoopArgs(job=job, fingerprint=fp, run_name=run_name, mlflow_run_id=run_id, parent_dir_uri=parent_dir,
-                    artifact_uri=artifact_uri, total_steps=total, lineage=lineage, hooks=hooks or TestHooks())
-    log.info("stage %d: %d steps on %d workers, run %s", job.train.stage, total, job.compute.num_workers, run_name)
-    result = build_trainer(args, env_vars, secrets).fit()
-    version = register_stage_artifact(tracker, job.tracking.registered_model, artifact_uri, alias=job.alias,
-                                      run_id=run_id, tags=lineage)
-    tracker.set_tags(run_id, {"llavast.model_version": f"{job.tracking.registered_model}/{version}",
-                              "llavast.artifact": artifact_uri})
-    tracker.end_run(run_id)
+    artifact_uri = storage.join(root, ARTIFACTS_DIR, run_name)
+    record_uri = storage.join(root, TRAINED_DIR, f"{run_name}.json")
+    if storage.exists(record_uri, options):
+        metrics = json.loads(storage.read_text(record_uri, options))["metrics"]
+        log.info("stage %d already trained (%s): registering its artifact", job.train.stage, record_uri)
+    else:
+        parent_dir = parent.uri if parent else None
+        if parent is not None and parent.needs_mlflow_download:  # registered from a local storage root
+            parent_dir = str(download_artifact(parent, tracker, Path(tempfile.mkdtemp(prefix="llavast-parent-"))))
+        args = LoopArgs(job=job, fingerprint=fp, run_name=run_name, mlflow_run_id=run_id, parent_dir_uri=parent_dir,
+                        artifact_uri=artifact_uri, unsent_metrics_uri=unsent, total_steps=total, lineage=lineage,
+                        hooks=hooks or TestHooks())
+        log.info("stage %d: %d steps on %d workers, run %s", job.train.stage, total, job.compute.num_workers,
+                 run_name)
+        metrics = dict(build_trainer(args, env_vars, secrets).fit().metrics or {})
+        storage.write_text(record_uri, json.dumps({"artifact": artifact_uri, "steps": total, "metrics": metrics}),
+                           options)
+    try:
+        replay_unsent(tracker, run_id, unsent, options)  # what rank 0 kept if MLflow was down at the end
+        version = register_stage_artifact(tracker, job.tracking.registered_model, artifact_uri, alias=job.alias,
+                                          run_id=run_id, tags=lineage)
+        tracker.set_tags(run_id, {"llavast.model_version": f"{job.tracking.registered_model}/{version}",
+                                  "llavast.artifact": artifact_uri})
+        tracker.end_run(run_id)
+    except TrackingError as err:
+        raise RegistrationPending(f"stage {job.train.stage} ({run_name}) trained; registration pending: "
+                                  f"{redact(str(err))}; re-run to register (training is not repeated)") from err
     return StageResult(run_name=run_name, mlflow_run_id=run_id, artifact_uri=artifact_uri,
                        model_name=job.tracking.registered_model, model_version=version, total_steps=total,
-                       metrics=dict(result.metrics or {}))
+                       metrics=metrics)
 
 
 def _end_failed(tracker: Tracker, run_id: str, reason: str) -> None:
