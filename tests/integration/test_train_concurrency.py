@@ -43,3 +43,40 @@ def test_two_runners_of_one_stage_register_one_version(train_world: TrainWorld, 
     assert client.get_model_version_by_alias(model, "stage1").version == "1"
     experiment = client.get_experiment_by_name(raw["tracking"]["experiment"])
     assert len(client.search_runs([experiment.experiment_id])) == 1  # one MLflow run for the stage
+
+
+@pytest.mark.timeout(900)
+def test_two_pipelines_started_together_register_one_version_per_node(train_world: TrainWorld,
+                                                                     tmp_path: Path) -> None:
+    """Two `llavast run pipeline.yaml` at once, one MLflow, one storage root: every stage trains once, and each
+    node fingerprint has exactly one version, the one its alias points at."""
+    model, name = unique("llavast-pipe-twice"), unique("pipe-twice")
+    for stage in (1, 2):
+        raw = train_world.job(stage, f"{name}-s{stage}", model, train={"max_steps": 2, "checkpoint_every": 2},
+                              init_from=f"models:/{model}@stage1" if stage == 2 else None,  # the pipeline sets it
+                              compute={"cpus_per_worker": 0.5}).model_dump(mode="json")
+        (tmp_path / f"stage{stage}.yaml").write_text(yaml.safe_dump(raw))
+    pipeline = {"kind": "pipeline", "name": name, "max_parallel": 1,
+                "tracking": {"uri": train_world.mlflow.uri, "experiment": f"{name}-exp"},
+                "nodes": [{"name": "stage1", "job": "stage1.yaml"},
+                          {"name": "stage2", "job": "stage2.yaml", "depends_on": ["stage1"],
+                           "set": {"model.init_from": "node:stage1"}}]}
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
+    runners = [subprocess.Popen([LLAVAST, "run", str(tmp_path / "pipeline.yaml"), "--num-cpus", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+               for _ in range(2)]
+    outcomes = [(r.wait(timeout=840), r.stdout.read(), r.stderr.read()) for r in runners]
+
+    assert 0 in [code for code, _, _ in outcomes], outcomes  # one of them ran the pipeline through
+    for code, out, err in outcomes:
+        if code != 0:  # the other was refused at a stage the first held, naming the holder
+            assert " is being run by " in out + err, (out, err)
+    client = Tracker(train_world.mlflow.uri).client
+    versions = client.search_model_versions(f"name = '{model}'")
+    fingerprints = [v.tags["llavast.node_fingerprint"] for v in versions]
+    assert len(versions) == 2 and len(set(fingerprints)) == 2, [(v.version, v.tags) for v in versions]
+    by_stage = {v.tags["llavast.stage"]: v.version for v in versions}
+    assert {alias: client.get_model_version_by_alias(model, alias).version for alias in ("stage1", "stage2")} == \
+        {"stage1": by_stage["1"], "stage2": by_stage["2"]}
+    stage2 = client.get_model_version(model, by_stage["2"])
+    assert stage2.tags["llavast.parent_version"] == f"{model}/{by_stage['1']}"  # lineage across the runners

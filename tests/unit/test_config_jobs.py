@@ -156,3 +156,14 @@ def test_runtime_env_fields_do_not_change_the_fingerprint(tmp_path):
                               "shipped.yaml"))
     assert fingerprint(base) == fingerprint(shipped)
     assert fingerprint(base) != fingerprint(load_job(_write(tmp_path, STAGE, "s.yaml"), ["train.lr=0.5"]))
+
+
+def test_the_parent_run_a_stage_is_filed_under_does_not_change_its_fingerprint(tmp_path):
+    """Two runs of one pipeline nest their stages under two parent runs: the stage must be the same run."""
+    from llavast.config.loader import fingerprint
+
+    base = load_job(_write(tmp_path, STAGE))
+    nested = base.model_copy(update={"tracking": base.tracking.model_copy(update={"parent_run_id": "abc123"})})
+    assert fingerprint(base) == fingerprint(nested)
+    renamed = base.model_copy(update={"tracking": base.tracking.model_copy(update={"registered_model": "other"})})
+    assert fingerprint(base) != fingerprint(renamed)

@@ -122,11 +122,16 @@ def load_stage_job(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> 
 # How a job is shipped and described, not what it computes: a resubmitted job (whose working_dir is the
 # cluster's unpacked copy) must keep its fingerprint, so its stages resume instead of starting over.
 NOT_FINGERPRINTED = frozenset({"description", "working_dir", "env_vars", "pip", "requirements"})
+# Where a stage's MLflow run is filed, not what it trains: two runs of one pipeline (each with its own parent
+# run) must meet at the same stage run name, hence the same lease and checkpoints.
+NOT_FINGERPRINTED_TRACKING = frozenset({"parent_run_id"})
 
 
 def canonical_json(config: BaseModel) -> str:
     """The resolved config (defaults filled in) as canonical JSON: sorted keys, no whitespace."""
     data = {k: v for k, v in config.model_dump(mode="json").items() if k not in NOT_FINGERPRINTED}
+    if isinstance(data.get("tracking"), dict):
+        data["tracking"] = {k: v for k, v in data["tracking"].items() if k not in NOT_FINGERPRINTED_TRACKING}
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
