@@ -17,22 +17,25 @@ from tests.fixtures.train import TrainWorld, unique
 
 pytestmark = pytest.mark.integration
 LLAVAST = str(Path(sys.executable).with_name("llavast"))
+SECRET = "probe-41c9e07b-value"
 
 
 @pytest.mark.timeout(600)
 def test_two_runners_of_one_stage_register_one_version(train_world: TrainWorld, tmp_path: Path) -> None:
     model = unique("llavast-twice")
     raw = train_world.job(1, unique("twice"), model, train={"max_steps": 2, "checkpoint_every": 2},
-                          compute={"cpus_per_worker": 0.5}).model_dump(mode="json")
+                          compute={"cpus_per_worker": 0.5},
+                          env_vars={"PROBE_TOKEN": "${env:LLAVAST_PROBE_SECRET}"}).model_dump(mode="json")
     job_file = tmp_path / "stage1.yaml"
     job_file.write_text(yaml.safe_dump(raw))
-    env = dict(os.environ)  # the S3 fixture exported the test credentials
+    env = {**os.environ, "LLAVAST_PROBE_SECRET": SECRET}  # the S3 fixture exported the test credentials
     runners = [subprocess.Popen([LLAVAST, "train", str(job_file), "--num-cpus", "2"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     outcomes = [(r.wait(timeout=540), r.stdout.read(), r.stderr.read()) for r in runners]
 
     codes = sorted(code for code, _, _ in outcomes)
     assert codes in ([0, 0], [0, 1]), outcomes
+    assert not [out + err for _, out, err in outcomes if SECRET in out + err]  # the CLI never prints a secret
     for code, _, err in outcomes:
         if code == 1:  # refused while the other held the stage: one line that names the holder
             lines = [line for line in err.splitlines() if line.startswith("error: ")]
