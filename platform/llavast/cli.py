@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -24,6 +25,7 @@ from rich.table import Table
 
 from llavast.config.secrets import redact
 from llavast.errors import LlavastError
+from llavast.services import LOCAL_MLFLOW_PORT, LOCAL_MLFLOW_URI
 from llavast.storage import StorageOptions
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="LLaVA-ST platform: data, training, tracking.")
@@ -37,6 +39,10 @@ EndpointOpt = Annotated[str | None, typer.Option(
     "--endpoint-url", envvar="AWS_ENDPOINT_URL_S3",
     help="S3-compatible endpoint (MinIO, Ceph, ...); credentials come from the AWS credential chain.")]
 RegionOpt = Annotated[str | None, typer.Option("--region", envvar="AWS_REGION", help="S3 region.")]
+# One name per endpoint: the Ray cluster (GCS / Ray Client) for commands that run work, the dashboard's Jobs API
+# for the commands that submit and inspect jobs.
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to run on (default: start a local Ray).")]
 
 
 @app.callback()
@@ -122,7 +128,7 @@ def data_index(
                                                            "quarantining it.")] = False,
     check_media: Annotated[bool, typer.Option(help="Check that every media file exists.")] = True,
     rows_per_shard: Annotated[int, typer.Option(help="Manifest rows per Parquet shard.")] = 20_000,
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to run on (default: a local Ray).")] = None,
+    ray_address: RayAddressOpt = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray.")] = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
@@ -156,7 +162,7 @@ def data_index(
 def train(
     ctx: typer.Context,
     job_yaml: Annotated[str, typer.Argument(help="Stage job YAML (kind: stage).")],
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to run on (default: a local Ray).")] = None,
+    ray_address: RayAddressOpt = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray.")] = None,
 ) -> None:
     """Run one training stage on Ray Train + DeepSpeed; register its artifact in MLflow.
@@ -192,38 +198,10 @@ services_app = typer.Typer(no_args_is_help=True, help="Local services for the em
 app.add_typer(services_app, name="services")
 
 
-@services_app.command("mlflow")
-@user_errors
-def services_mlflow(
-    ctx: typer.Context,
-    state_dir: Annotated[str, typer.Option("--dir", help="Where the sqlite store and artifacts live.")] = ".mlflow",
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
-) -> None:
-    """Run a local MLflow tracking server (sqlite store) until Ctrl-C."""
-    import time
-    from pathlib import Path
-
-    from llavast.services import MlflowServer
-
-    server = MlflowServer(state_dir=Path(state_dir), port=port).start()
-    console.print(f"MLflow at {server.uri} (state in {state_dir}); Ctrl-C stops it", soft_wrap=True)
-    try:
-        while server.healthy():
-            time.sleep(2)
-        errors.print(f"[red]error:[/red] the MLflow server stopped; see {server.log_path}")
-        raise typer.Exit(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-
-
 # ---- jobs: validate, plan, run ---------------------------------------------------------------------------
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a value: key.path=value (repeatable).")]
 FromOpt = Annotated[str | None, typer.Option("--from", help="Re-run this node and everything downstream.")]
 OnlyOpt = Annotated[str | None, typer.Option("--only", help="Run only this node (its inputs must exist).")]
-AddressOpt = Annotated[str | None, typer.Option(
-    "--address", envvar="RAY_ADDRESS", help="Ray cluster to run on (default: start a local Ray).")]
 REASON_CHARS = 64  # a failed or blocked node's reason in the nodes table
 STATUS_STYLE = {"succeeded": "green", "skipped": "cyan", "failed": "red", "blocked": "yellow", "pending": "white",
                 "running": "magenta"}
@@ -353,9 +331,9 @@ def _run_pipeline_live(job: Any, capacity: dict[str, float] | None, from_node: s
 @app.command("run")
 @user_errors
 def run(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Job YAML (stage or pipeline).")],
-        set_: SetOpt = None, from_node: FromOpt = None, only: OnlyOpt = None, address: AddressOpt = None,
+        set_: SetOpt = None, from_node: FromOpt = None, only: OnlyOpt = None, ray_address: RayAddressOpt = None,
         num_cpus: Annotated[int | None, typer.Option(help="CPUs of a local Ray (default: all).")] = None) -> None:
-    """Run a job on the Ray cluster at --address (or $RAY_ADDRESS), or on a local Ray this command starts."""
+    """Run a job on the Ray cluster at --ray-address (or $RAY_ADDRESS), or on a local Ray this command starts."""
     import ray
 
     job = _load(job_file, set_)
@@ -363,7 +341,7 @@ def run(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Job Y
         from llavast.train.preflight import preflight
 
         preflight(job)
-    capacity = _start_ray(address, num_cpus)
+    capacity = _start_ray(ray_address, num_cpus)
     try:
         if job.kind == "pipeline":
             _run_pipeline_live(job, capacity, from_node, only)
@@ -382,8 +360,8 @@ def run(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Job Y
 
 
 # ---- Ray Jobs: submit, status, logs, stop -----------------------------------------------------------------
-DashboardOpt = Annotated[str, typer.Option(
-    "--address", envvar="RAY_API_SERVER_ADDRESS",
+JobsAddressOpt = Annotated[str, typer.Option(
+    "--jobs-address", envvar="RAY_API_SERVER_ADDRESS",
     help="The Ray dashboard (Jobs API), e.g. http://127.0.0.1:8265. With token authentication, set "
          "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or the token file) as for the ray CLI.")]
 
@@ -404,14 +382,14 @@ def _follow(api: Any, job_id: str) -> str:
         return api.follow(job_id, _print_log_line)
     except KeyboardInterrupt:
         errors.print(f"stopped following {job_id}; it keeps running (stop it with: llavast stop {job_id} "
-                     f"--address {api.address})", soft_wrap=True)
+                     f"--jobs-address {api.address})", soft_wrap=True)
         raise typer.Exit(130) from None
 
 
 @app.command("submit")
 @user_errors
 def submit(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Job YAML (stage or pipeline).")],
-           address: DashboardOpt, set_: SetOpt = None, from_node: FromOpt = None, only: OnlyOpt = None,
+           address: JobsAddressOpt, set_: SetOpt = None, from_node: FromOpt = None, only: OnlyOpt = None,
            follow: Annotated[bool, typer.Option("--follow", "-f", help="Tail the logs until the job ends.")] = False,
            submission_id: Annotated[str | None, typer.Option(help="Id for the Ray job (default: generated).")] = None
            ) -> None:
@@ -425,7 +403,7 @@ def submit(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Jo
     submission = prepare(_load(job_file, set_), job_file, set_ or [], from_node=from_node, only=only)
     api = _jobs_api(address)
     job_id = api.submit(submission, submission_id)
-    console.print(f"submitted {job_id} to {address}; follow it with: llavast logs {job_id} --address {address} "
+    console.print(f"submitted {job_id} to {address}; follow it with: llavast logs {job_id} --jobs-address {address} "
                   "--follow", soft_wrap=True, highlight=False)
     if follow:
         status = _follow(api, job_id)
@@ -434,7 +412,7 @@ def submit(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Jo
             reason = redact(api.info(job_id).message or "").strip().splitlines()
             errors.print(f"[red]{job_id} {status}[/red]: {escape(reason[0] if reason else 'no message from Ray')}",
                          highlight=False, soft_wrap=True)
-            errors.print(f"  full log: llavast logs {job_id} --address {address}", highlight=False, soft_wrap=True)
+            errors.print(f"  full log: llavast logs {job_id} --jobs-address {address}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
 
@@ -447,7 +425,7 @@ def _duration(info: Any) -> str:
 
 @app.command("status")
 @user_errors
-def status(ctx: typer.Context, address: DashboardOpt,
+def status(ctx: typer.Context, address: JobsAddressOpt,
            job_id: Annotated[str | None, typer.Argument(help="A job id (default: list all jobs).")] = None) -> None:
     """The status of one Ray job, or a table of all of them (oldest first)."""
     api = _jobs_api(address)
@@ -465,7 +443,7 @@ def status(ctx: typer.Context, address: DashboardOpt,
 
 @app.command("logs")
 @user_errors
-def logs(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="The job id.")], address: DashboardOpt,
+def logs(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="The job id.")], address: JobsAddressOpt,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep tailing until the job ends.")] = False
          ) -> None:
     """A Ray job's logs (the output of `llavast run` on the cluster: Ray Train's and the stage's lines)."""
@@ -479,7 +457,7 @@ def logs(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="The job
 @app.command("stop")
 @user_errors
 def stop(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="The job id.")],
-         address: DashboardOpt) -> None:
+         address: JobsAddressOpt) -> None:
     """Stop a running Ray job (a stopped stage resumes from its latest checkpoint when run again)."""
     stopped = _jobs_api(address).stop(job_id)
     console.print(f"{job_id}: {'stop requested' if stopped else 'was not running'}", highlight=False)
@@ -489,14 +467,15 @@ def stop(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="The job
 registry_app = typer.Typer(no_args_is_help=True, help="Registered stage artifacts: versions, aliases, lineage.")
 app.add_typer(registry_app, name="registry")
 TrackingOpt = Annotated[str, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-                                          help="The MLflow server.")]
+                                          help="The MLflow server (default: the one `llavast services up` and "
+                                               "`make demo` start).")]
 LINEAGE_TAGS = ("llavast.stage", "llavast.parent_version", "llavast.init_from", "llavast.data_manifest",
                 "llavast.fingerprint")
 
 
 @registry_app.command("list")
 @user_errors
-def registry_list(ctx: typer.Context, tracking_uri: TrackingOpt,
+def registry_list(ctx: typer.Context, tracking_uri: TrackingOpt = LOCAL_MLFLOW_URI,
                   model: Annotated[str | None, typer.Argument(help="A registered model (default: all).")] = None
                   ) -> None:
     """Registered models, or one model's versions with their aliases and lineage."""
@@ -524,7 +503,8 @@ def registry_list(ctx: typer.Context, tracking_uri: TrackingOpt,
 @registry_app.command("show")
 @user_errors
 def registry_show(ctx: typer.Context, ref: Annotated[str, typer.Argument(
-                  help="models:/<name>@<alias> or models:/<name>/<version>")], tracking_uri: TrackingOpt) -> None:
+                  help="models:/<name>@<alias> or models:/<name>/<version>")],
+                  tracking_uri: TrackingOpt = LOCAL_MLFLOW_URI) -> None:
     """One version: source, run, aliases, every tag (lineage, fingerprint)."""
     from llavast.tracking import Tracker, resolve_init_from
     from llavast.tracking.catalog import list_versions
@@ -546,15 +526,32 @@ def registry_show(ctx: typer.Context, ref: Annotated[str, typer.Argument(
 # ---- services -----------------------------------------------------------------------------------------------
 StateOpt = Annotated[Path, typer.Option("--state-dir", help="Where the MLflow server keeps its sqlite store, "
                                                              "artifacts, log and pid file.")]
-PortOpt = Annotated[int, typer.Option("--port", help="MLflow server port (the demo jobs use 5055).")]
+PortOpt = Annotated[int, typer.Option("--port", help="MLflow server port on 127.0.0.1 (the demo jobs use "
+                                                   f"{LOCAL_MLFLOW_PORT}).")]
 
 
 @services_app.command("up")
 @user_errors
-def services_up(ctx: typer.Context, state_dir: StateOpt = Path(".demo/mlflow"), port: PortOpt = 5055) -> None:
-    """Start a local MLflow server in the background (idempotent); it outlives this command."""
-    from llavast.services import mlflow_up
+def services_up(ctx: typer.Context, state_dir: StateOpt = Path(".demo/mlflow"), port: PortOpt = LOCAL_MLFLOW_PORT,
+                foreground: Annotated[bool, typer.Option("--foreground", help="Run in this terminal until Ctrl-C "
+                                                                              "instead of in the background.")] = False
+                ) -> None:
+    """Start a local MLflow server (sqlite store): in the background (idempotent; it outlives this command),
+    or with --foreground until Ctrl-C."""
+    from llavast.services import MlflowServer, mlflow_up
 
+    if foreground:
+        server = MlflowServer(state_dir=state_dir, port=port).start()
+        console.print(f"MLflow at {server.uri} (state in {state_dir}); Ctrl-C stops it", soft_wrap=True)
+        try:
+            while server.healthy():
+                time.sleep(2)
+            errors.print(f"[red]error:[/red] the MLflow server stopped; see {server.log_path}")
+            raise typer.Exit(1)
+        except KeyboardInterrupt:
+            return
+        finally:
+            server.stop()
     with console.status("starting the MLflow server"):
         uri, started = mlflow_up(state_dir, port)
     console.print(f"MLflow {'started' if started else 'already running'} at {uri} (UI: open it in a browser; "

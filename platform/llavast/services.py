@@ -23,6 +23,8 @@ from typing import Self
 from llavast.errors import ServiceError
 
 log = logging.getLogger(__name__)
+LOCAL_MLFLOW_PORT = 5055  # `llavast services up` and the demo jobs' tracking.uri
+LOCAL_MLFLOW_URI = f"http://127.0.0.1:{LOCAL_MLFLOW_PORT}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

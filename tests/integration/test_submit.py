@@ -141,7 +141,7 @@ def stage_yaml(world: TrainWorld, directory: Path, name: str, model: str) -> Pat
 def wait_for_status(head: RayHead, job_id: str, wanted: str, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        shown = llavast(head, "status", job_id, "--address", head.dashboard)
+        shown = llavast(head, "status", job_id, "--jobs-address", head.dashboard)
         assert shown.returncode == 0, shown.stdout + shown.stderr
         if wanted in shown.stdout:
             return
@@ -155,7 +155,7 @@ def test_submit_follow_status_logs(train_world: TrainWorld, ray_head: RayHead, t
     job_file = stage_yaml(train_world, tmp_path, name, model)
     submission_id = unique("llavast-job")
 
-    submitted = llavast(ray_head, "submit", str(job_file), "--address", ray_head.dashboard, "--follow",
+    submitted = llavast(ray_head, "submit", str(job_file), "--jobs-address", ray_head.dashboard, "--follow",
                         "--submission-id", submission_id, timeout=540)
     out = submitted.stdout
     assert submitted.returncode == 0, (out + submitted.stderr)[-6000:]
@@ -163,15 +163,15 @@ def test_submit_follow_status_logs(train_world: TrainWorld, ray_head: RayHead, t
     assert f"{submission_id}: SUCCEEDED" in out
     assert f"done stage {name}: models:/{model}/1" in out  # the job's own output, streamed by --follow
 
-    status = llavast(ray_head, "status", "--address", ray_head.dashboard)
+    status = llavast(ray_head, "status", "--jobs-address", ray_head.dashboard)
     assert status.returncode == 0, status.stderr
     row = next(line for line in status.stdout.splitlines() if submission_id in line)
     assert "SUCCEEDED" in row and "llavast run stage1.yaml" in row
 
-    one = llavast(ray_head, "status", submission_id, "--address", ray_head.dashboard)
+    one = llavast(ray_head, "status", submission_id, "--jobs-address", ray_head.dashboard)
     assert one.returncode == 0 and "SUCCEEDED" in one.stdout, one.stdout + one.stderr
 
-    logs = llavast(ray_head, "logs", submission_id, "--address", ray_head.dashboard)
+    logs = llavast(ray_head, "logs", submission_id, "--jobs-address", ray_head.dashboard)
     assert logs.returncode == 0, logs.stderr
     assert re.search(rf"done stage {re.escape(name)}: models:/{re.escape(model)}/1 .*'steps': 2", logs.stdout)
 
@@ -180,19 +180,19 @@ def test_submit_follow_status_logs(train_world: TrainWorld, ray_head: RayHead, t
 def test_stop_a_running_job_and_unknown_ids(train_world: TrainWorld, ray_head: RayHead, tmp_path: Path) -> None:
     job_file = stage_yaml(train_world, tmp_path, unique("stopped"), unique("llavast-stop"))
     submission_id = unique("llavast-job")
-    submitted = llavast(ray_head, "submit", str(job_file), "--address", ray_head.dashboard,
+    submitted = llavast(ray_head, "submit", str(job_file), "--jobs-address", ray_head.dashboard,
                         "--submission-id", submission_id)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     wait_for_status(ray_head, submission_id, "RUNNING")
 
-    stopped = llavast(ray_head, "stop", submission_id, "--address", ray_head.dashboard)
+    stopped = llavast(ray_head, "stop", submission_id, "--jobs-address", ray_head.dashboard)
     assert stopped.returncode == 0 and f"{submission_id}: stop requested" in stopped.stdout, stopped.stderr
     wait_for_status(ray_head, submission_id, "STOPPED")
-    again = llavast(ray_head, "stop", submission_id, "--address", ray_head.dashboard)
+    again = llavast(ray_head, "stop", submission_id, "--jobs-address", ray_head.dashboard)
     assert again.returncode == 0 and f"{submission_id}: was not running" in again.stdout, again.stderr
 
     for command in (["status", "no-such-job"], ["logs", "no-such-job"], ["stop", "no-such-job"]):
-        unknown = llavast(ray_head, *command, "--address", ray_head.dashboard)
+        unknown = llavast(ray_head, *command, "--jobs-address", ray_head.dashboard)
         assert unknown.returncode == 1, unknown.stdout + unknown.stderr
         assert unknown.stderr.startswith(f"error: no job 'no-such-job' on the cluster at {ray_head.dashboard}")
         assert len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
@@ -217,7 +217,7 @@ def test_submit_of_a_broken_yaml_fails_before_contacting_the_cluster(tmp_path: P
     job_file.write_text(text)
     nowhere = f"http://127.0.0.1:{_free_ports(1)[0]}"  # nothing listens: contacting it would be another error
     env = {k: v for k, v in os.environ.items() if k != "LLAVAST_UNSET"}
-    proc = subprocess.run([str(BIN / "llavast"), "submit", str(job_file), "--address", nowhere],
+    proc = subprocess.run([str(BIN / "llavast"), "submit", str(job_file), "--jobs-address", nowhere],
                           capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 1
     assert proc.stdout == ""
@@ -227,7 +227,7 @@ def test_submit_of_a_broken_yaml_fails_before_contacting_the_cluster(tmp_path: P
 
 def test_an_unreachable_jobs_api_is_a_one_line_error() -> None:
     nowhere = f"http://127.0.0.1:{_free_ports(1)[0]}"
-    proc = subprocess.run([str(BIN / "llavast"), "status", "--address", nowhere], capture_output=True, text=True,
+    proc = subprocess.run([str(BIN / "llavast"), "status", "--jobs-address", nowhere], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"error: cannot reach the Ray Jobs API at {nowhere}: "), proc.stderr

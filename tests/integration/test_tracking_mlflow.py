@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +20,7 @@ from llavast.tracking import (
     Backoff,
     MetricsLogger,
     Tracker,
+    check_reachable,
     download_artifact,
     flatten_params,
     register_stage_artifact,
@@ -170,3 +174,29 @@ def test_points_mlflow_did_not_take_at_the_end_are_kept_and_replayed_once(tmp_pa
         assert len(tracker.client.get_metric_history(run, "samples_consumed")) == 2
     finally:
         server.stop()
+
+
+def test_services_up_in_the_foreground_serves_until_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    llavast = str(Path(sys.executable).with_name("llavast"))
+    proc = subprocess.Popen([llavast, "services", "up", "--foreground", "--port", str(port),
+                             "--state-dir", str(tmp_path / "mlflow")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                check_reachable(f"http://127.0.0.1:{port}", timeout_s=2)
+                break
+            except TrackingError:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.5)
+        run = Tracker(f"http://127.0.0.1:{port}").ensure_run("fg", run_key="k", run_name="r")  # a working server
+        assert run
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        with pytest.raises(TrackingError):  # Ctrl-C stopped the server too
+            check_reachable(f"http://127.0.0.1:{port}", timeout_s=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

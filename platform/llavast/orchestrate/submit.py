@@ -70,7 +70,7 @@ class JobsApi:
         except Exception as err:
             if job_id is not None and "status code 404" in str(err):  # the Jobs API's answer to an unknown id
                 raise SubmitError(f"no job {job_id!r} on the cluster at {self.address} (list its jobs with "
-                                  f"`llavast status --address {self.address}`)") from err
+                                  f"`llavast status --jobs-address {self.address}`)") from err
             raise SubmitError(f"{what} failed at the Ray Jobs API {self.address}: {err}") from err
 
     def submit(self, submission: Submission, submission_id: str | None = None) -> str:
