@@ -9,31 +9,50 @@ decorate commands with `@user_errors`.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from urllib.parse import urlparse
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from llavast.config.secrets import redact
 from llavast.errors import LlavastError
 from llavast.services import LOCAL_MLFLOW_PORT, LOCAL_MLFLOW_URI
 from llavast.storage import StorageOptions
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="LLaVA-ST platform: data, training, tracking.")
-data_app = typer.Typer(no_args_is_help=True, help="ST-Align: synthesise a dataset, index a stage mixture.")
-app.add_typer(data_app, name="data")
 console = Console()
 errors = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Root(TyperGroup):
+    """The root command: a user error (a LlavastError) from any command is handled here, once: one red line
+    (redacted), a failed training run's root-cause report under it, exit 1. `--debug` lets it through with its
+    traceback. Anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LlavastError as exc:
+            if ctx.params.get("debug"):
+                raise
+            errors.print(f"[red]error:[/red] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
+            failure = getattr(exc, "failure", None)  # a failed training run's root cause (TrainError)
+            if failure is not None:
+                _print_failure(failure)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(cls=_Root, no_args_is_help=True, add_completion=False,
+                  help="LLaVA-ST platform: data, training, tracking.")
+data_app = typer.Typer(no_args_is_help=True, help="ST-Align: synthesise a dataset, index a stage mixture.")
+app.add_typer(data_app, name="data")
 
 EndpointOpt = Annotated[str | None, typer.Option(
     "--endpoint-url", envvar="AWS_ENDPOINT_URL_S3",
@@ -50,26 +69,6 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of
          verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def user_errors(command: F) -> F:
-    """Print a LlavastError as one red line and exit 1 (unless --debug); the command takes `ctx: typer.Context`."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except LlavastError as exc:
-            ctx = kwargs.get("ctx")
-            if ctx is None or ctx.find_root().params.get("debug"):
-                raise
-            errors.print(f"[red]error:[/red] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
-            failure = getattr(exc, "failure", None)  # a failed training run's root cause (TrainError)
-            if failure is not None:
-                _print_failure(failure)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _print_failure(failure: Any, indent: str = "  ") -> None:
@@ -92,9 +91,7 @@ def _counts_table(counts: dict[str, int], what: str = "name") -> Table:
 
 
 @data_app.command("synth")
-@user_errors
 def data_synth(
-    ctx: typer.Context,
     out: Annotated[str, typer.Option("--out", help="Where to write: s3://bucket/prefix, file:// or a path.")],
     videos: Annotated[int, typer.Option(help="Training videos (each yields 10 samples).")] = 40,
     images: Annotated[int, typer.Option(help="Training images (each yields 4 samples).")] = 20,
@@ -118,9 +115,7 @@ def data_synth(
 
 
 @data_app.command("index")
-@user_errors
 def data_index(
-    ctx: typer.Context,
     mixture: Annotated[str, typer.Argument(help="Stage mixture YAML (URI or path).")],
     out: Annotated[str, typer.Option("--out", help="Index folder to write (manifest/, summary.json, ...).")],
     seed: Annotated[int, typer.Option(help="Seed of random:N sampling strategies.")] = 0,
@@ -154,43 +149,6 @@ def data_index(
     if summary["quarantined"]:
         console.print(f"[yellow]{summary['quarantined']} record(s) quarantined[/yellow] "
                       f"{json.dumps(summary['quarantined_by_reason'])}: see {out}/quarantine.jsonl", soft_wrap=True)
-
-
-# ---- train ------------------------------------------------------------------------------------------------
-@app.command("train")
-@user_errors
-def train(
-    ctx: typer.Context,
-    job_yaml: Annotated[str, typer.Argument(help="Stage job YAML (kind: stage).")],
-    ray_address: RayAddressOpt = None,
-    num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray.")] = None,
-) -> None:
-    """Run one training stage on Ray Train + DeepSpeed; register its artifact in MLflow.
-
-    Running the same YAML again resumes the stage from its latest checkpoint and continues its MLflow run.
-    """
-    import ray
-
-    from llavast.config.loader import load_stage_job
-    from llavast.train.preflight import preflight
-
-    job = load_stage_job(job_yaml)
-    with console.status("checking MLflow, the base model, the manifest, init_from and the storage root"):
-        checked = preflight(job)  # a bad reference fails here in one line, before Ray starts
-    from llavast.train.run import run_stage  # imports DeepSpeed: only once the job is known to be runnable
-    _start_ray(ray_address, num_cpus)
-    try:
-        with console.status(f"training stage {job.train.stage} of {job.name}"):
-            result = run_stage(job, checked=checked)
-    finally:
-        ray.shutdown()
-    table = Table(show_header=False)
-    for key, value in [("run", result.run_name), ("steps", str(result.total_steps)),
-                       ("final loss", f"{result.metrics.get('loss', float('nan')):.4f}"),
-                       ("artifact", result.artifact_uri), ("MLflow run", result.mlflow_run_id),
-                       ("registered", f"models:/{result.model_name}/{result.model_version} (@{job.alias})")]:
-        table.add_row(key, value)
-    console.print(table)
 
 
 # ---- services ---------------------------------------------------------------------------------------------
@@ -240,8 +198,7 @@ def _nodes_table(pipeline: Any, results: dict[str, Any] | None = None, title: st
 
 
 @app.command("validate")
-@user_errors
-def validate(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Job YAML.")],
+def validate(job_file: Annotated[Path, typer.Argument(help="Job YAML.")],
              set_: SetOpt = None) -> None:
     """Check a job YAML (and, for a pipeline, every node's job and the graph) without running anything."""
     job = _load(job_file, set_)
@@ -253,8 +210,7 @@ def validate(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="
 
 
 @app.command("plan")
-@user_errors
-def plan(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Job YAML.")], set_: SetOpt = None,
+def plan(job_file: Annotated[Path, typer.Argument(help="Job YAML.")], set_: SetOpt = None,
          from_node: FromOpt = None, only: OnlyOpt = None,
          offline: Annotated[bool, typer.Option(help="Do not ask MLflow/storage what already exists.")] = False
          ) -> None:
@@ -329,34 +285,41 @@ def _run_pipeline_live(job: Any, capacity: dict[str, float] | None, from_node: s
 
 
 @app.command("run")
-@user_errors
-def run(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Job YAML (stage or pipeline).")],
+def run(job_file: Annotated[Path, typer.Argument(help="Job YAML (stage or pipeline).")],
         set_: SetOpt = None, from_node: FromOpt = None, only: OnlyOpt = None, ray_address: RayAddressOpt = None,
         num_cpus: Annotated[int | None, typer.Option(help="CPUs of a local Ray (default: all).")] = None) -> None:
-    """Run a job on the Ray cluster at --ray-address (or $RAY_ADDRESS), or on a local Ray this command starts."""
+    """Run a job (a stage, a pipeline, synth or index) on the Ray cluster at --ray-address (or $RAY_ADDRESS), or
+    on a local Ray this command starts. Running the same job again skips what is done and resumes the rest."""
     import ray
 
     job = _load(job_file, set_)
     if job.kind == "stage":  # its references fail here in one line, before Ray starts
         from llavast.train.preflight import preflight
 
-        preflight(job)
+        with console.status("checking MLflow, the base model, the manifest, init_from and the storage root"):
+            preflight(job)
     capacity = _start_ray(ray_address, num_cpus)
     try:
         if job.kind == "pipeline":
             _run_pipeline_live(job, capacity, from_node, only)
-        else:
-            from llavast.orchestrate.dag import Node
-            from llavast.orchestrate.executors import KindExecutor
+            return
+        from llavast.orchestrate.dag import Node
+        from llavast.orchestrate.executors import KindExecutor
 
-            node = Node(job.name, (), job)
-            executor = KindExecutor()
-            with console.status(f"running {job.kind} job {job.name}"):
-                result = executor.run(node, {}, executor.fingerprint(node, {}))
-            console.print(f"[green]done[/green] {job.kind} {job.name}: {result.output} {result.details}",
-                          soft_wrap=True)
+        node = Node(job.name, (), job)  # one job runs as a one-node pipeline: fingerprinted and registered alike
+        executor = KindExecutor()
+        with console.status(f"running {job.kind} job {job.name}"):
+            result = executor.run(node, {}, executor.fingerprint(node, {}))
     finally:
         ray.shutdown()
+    table = Table(show_header=False)
+    for key, value in result.details.items():
+        if value is not None:
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    alias = f" (@{job.alias})" if job.kind == "stage" else ""
+    table.add_row("output", f"{result.output}{alias}")
+    console.print(f"[green]done[/green] {job.kind} {job.name}", highlight=False)
+    console.print(table)
 
 
 # ---- Ray Jobs: submit, status, logs, stop -----------------------------------------------------------------
@@ -387,8 +350,7 @@ def _follow(api: Any, job_id: str) -> str:
 
 
 @app.command("submit")
-@user_errors
-def submit(ctx: typer.Context, job_file: Annotated[Path, typer.Argument(help="Job YAML (stage or pipeline).")],
+def submit(job_file: Annotated[Path, typer.Argument(help="Job YAML (stage or pipeline).")],
            address: JobsAddressOpt, set_: SetOpt = None, from_node: FromOpt = None, only: OnlyOpt = None,
            follow: Annotated[bool, typer.Option("--follow", "-f", help="Tail the logs until the job ends.")] = False,
            submission_id: Annotated[str | None, typer.Option(help="Id for the Ray job (default: generated).")] = None
@@ -424,8 +386,7 @@ def _duration(info: Any) -> str:
 
 
 @app.command("status")
-@user_errors
-def status(ctx: typer.Context, address: JobsAddressOpt,
+def status(address: JobsAddressOpt,
            job_id: Annotated[str | None, typer.Argument(help="A job id (default: list all jobs).")] = None) -> None:
     """The status of one Ray job, or a table of all of them (oldest first)."""
     api = _jobs_api(address)
@@ -442,8 +403,7 @@ def status(ctx: typer.Context, address: JobsAddressOpt,
 
 
 @app.command("logs")
-@user_errors
-def logs(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="The job id.")], address: JobsAddressOpt,
+def logs(job_id: Annotated[str, typer.Argument(help="The job id.")], address: JobsAddressOpt,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep tailing until the job ends.")] = False
          ) -> None:
     """A Ray job's logs (the output of `llavast run` on the cluster: Ray Train's and the stage's lines)."""
@@ -455,8 +415,7 @@ def logs(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="The job
 
 
 @app.command("stop")
-@user_errors
-def stop(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="The job id.")],
+def stop(job_id: Annotated[str, typer.Argument(help="The job id.")],
          address: JobsAddressOpt) -> None:
     """Stop a running Ray job (a stopped stage resumes from its latest checkpoint when run again)."""
     stopped = _jobs_api(address).stop(job_id)
@@ -474,8 +433,7 @@ LINEAGE_TAGS = ("llavast.stage", "llavast.parent_version", "llavast.init_from", 
 
 
 @registry_app.command("list")
-@user_errors
-def registry_list(ctx: typer.Context, tracking_uri: TrackingOpt = LOCAL_MLFLOW_URI,
+def registry_list(tracking_uri: TrackingOpt = LOCAL_MLFLOW_URI,
                   model: Annotated[str | None, typer.Argument(help="A registered model (default: all).")] = None
                   ) -> None:
     """Registered models, or one model's versions with their aliases and lineage."""
@@ -501,8 +459,7 @@ def registry_list(ctx: typer.Context, tracking_uri: TrackingOpt = LOCAL_MLFLOW_U
 
 
 @registry_app.command("show")
-@user_errors
-def registry_show(ctx: typer.Context, ref: Annotated[str, typer.Argument(
+def registry_show(ref: Annotated[str, typer.Argument(
                   help="models:/<name>@<alias> or models:/<name>/<version>")],
                   tracking_uri: TrackingOpt = LOCAL_MLFLOW_URI) -> None:
     """One version: source, run, aliases, every tag (lineage, fingerprint)."""
@@ -531,8 +488,7 @@ PortOpt = Annotated[int, typer.Option("--port", help="MLflow server port on 127.
 
 
 @services_app.command("up")
-@user_errors
-def services_up(ctx: typer.Context, state_dir: StateOpt = Path(".demo/mlflow"), port: PortOpt = LOCAL_MLFLOW_PORT,
+def services_up(state_dir: StateOpt = Path(".demo/mlflow"), port: PortOpt = LOCAL_MLFLOW_PORT,
                 foreground: Annotated[bool, typer.Option("--foreground", help="Run in this terminal until Ctrl-C "
                                                                               "instead of in the background.")] = False
                 ) -> None:
@@ -559,8 +515,7 @@ def services_up(ctx: typer.Context, state_dir: StateOpt = Path(".demo/mlflow"), 
 
 
 @services_app.command("down")
-@user_errors
-def services_down(ctx: typer.Context, state_dir: StateOpt = Path(".demo/mlflow")) -> None:
+def services_down(state_dir: StateOpt = Path(".demo/mlflow")) -> None:
     """Stop the local MLflow server started by `services up` (its runs and models stay in --state-dir)."""
     from llavast.services import mlflow_down
 
@@ -569,8 +524,7 @@ def services_down(ctx: typer.Context, state_dir: StateOpt = Path(".demo/mlflow")
 
 # ---- the embedded default -----------------------------------------------------------------------------------
 @app.command("demo")
-@user_errors
-def demo(ctx: typer.Context,
+def demo(
          pipeline_file: Annotated[Path, typer.Option("--pipeline", help="The demo pipeline.")] = Path(
              "jobs/demo/pipeline.yaml"),
          mlflow_dir: Annotated[Path, typer.Option(help="State of the local MLflow server.")] = Path(".demo/mlflow"),

@@ -6,7 +6,7 @@ checkpoints and the stage artifact must land on the S3 server and the version in
 The cluster lives in a holder process of its own: this session's driver is already connected to the
 `ray_local` instance, and a process can be the driver of one cluster only (a Cluster started in this
 process would also reset this process' Ray state when it shuts down). The stage runs through the real
-CLI, `llavast train JOB --ray-address <cluster>`, as a user would run it. Which node each rank ran on
+CLI, `llavast run JOB --ray-address <cluster>`, as a user would run it. Which node each rank ran on
 comes from Ray Train's own worker logs: every record carries `world_rank`, `run_name` and `node_id`.
 """
 
@@ -122,7 +122,7 @@ def test_stage_on_two_nodes_checkpoints_on_s3(train_world: TrainWorld, cluster: 
     job = load_stage_job(job_file)
     run_name = stage_run_name(job, fingerprint(job))
 
-    proc = subprocess.run([LLAVAST, "train", str(job_file), "--ray-address", cluster.address],
+    proc = subprocess.run([LLAVAST, "run", str(job_file), "--ray-address", cluster.address],
                           capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     assert f"models:/{model}/1 (@stage1)" in proc.stdout

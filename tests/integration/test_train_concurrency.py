@@ -29,7 +29,7 @@ def test_two_runners_of_one_stage_register_one_version(train_world: TrainWorld, 
     job_file = tmp_path / "stage1.yaml"
     job_file.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "LLAVAST_PROBE_SECRET": SECRET}  # the S3 fixture exported the test credentials
-    runners = [subprocess.Popen([LLAVAST, "train", str(job_file), "--num-cpus", "2"], stdout=subprocess.PIPE,
+    runners = [subprocess.Popen([LLAVAST, "run", str(job_file), "--num-cpus", "2"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     outcomes = [(r.wait(timeout=540), r.stdout.read(), r.stderr.read()) for r in runners]
 

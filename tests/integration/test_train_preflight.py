@@ -75,7 +75,7 @@ def test_one_bad_reference_fails_fast_in_one_line_before_ray(field: str, inputs:
     assert EXPECTED[field] in str(caught.value) and "\n" not in str(caught.value)
 
     sessions = set(RAY_SESSIONS.glob("session_2*"))
-    result = subprocess.run([LLAVAST, "train", str(path)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([LLAVAST, "run", str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     probe = re.compile(r"\.llavast-preflight-[0-9a-f]+")  # each run writes its own probe object
     lines = [probe.sub("PROBE", line) for line in result.stderr.splitlines() if line.strip()]

@@ -1,5 +1,5 @@
-"""One CLI vocabulary: one option name per endpoint, one `services` group, and MLflow commands that default to the
-local server `make demo` starts."""
+"""One CLI vocabulary: one command runs any job, one option name per endpoint, one `services` group, user errors
+handled once at the root, and MLflow commands that default to the local server `make demo` starts."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from typing import Any
 
 import typer
 import yaml
+from typer.testing import CliRunner
 
 from llavast.cli import app
-from llavast.services import LOCAL_MLFLOW_URI
+from llavast.services import LOCAL_MLFLOW_URI, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNS_WORK = {("run",), ("train",), ("data", "index")}
+RUNS_WORK = {("run",), ("data", "index")}
 TALKS_TO_JOBS_API = {("submit",), ("status",), ("logs",), ("stop",)}
 
 
@@ -64,3 +65,16 @@ def test_mlflow_commands_default_to_the_demos_server() -> None:
         assert option is not None and option.envvar == "MLFLOW_TRACKING_URI" and not option.required, path
         assert option.default == LOCAL_MLFLOW_URI, path
     assert _option(COMMANDS[("services", "up")], "--port").default == int(LOCAL_MLFLOW_URI.rsplit(":", 1)[1])
+
+
+def test_one_command_runs_any_job() -> None:
+    assert ("run",) in COMMANDS and ("train",) not in COMMANDS  # a stage runs like any job: `llavast run`
+
+
+def test_a_user_error_in_a_nested_command_is_one_line_from_the_root() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(app, ["registry", "list", "--tracking-uri", nowhere])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: MLflow tracking server {nowhere} is unreachable"), lines
+    assert "Traceback" not in result.output

@@ -1,4 +1,4 @@
-"""`llavast train`: user errors print one line and exit 1 before any Ray cluster starts."""
+"""`llavast run` of a stage: user errors print one line and exit 1 before any Ray cluster starts."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ storage: {root: /tmp/runs}
 def test_bad_yaml_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "stage.yaml"
     path.write_text(JOB.replace("stage: 1", "stage: 7").replace("PORT", "1"))
-    result = CliRunner().invoke(app, ["train", str(path)])
+    result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].endswith(f"{path}: train.stage: Input should be 1, 2 or 3")
@@ -33,7 +33,7 @@ def test_bad_yaml_is_one_line(tmp_path: Path) -> None:
 def test_unreachable_mlflow_fails_before_ray_starts(tmp_path: Path) -> None:
     path = tmp_path / "stage.yaml"
     path.write_text(JOB.replace("PORT", str(free_port())))
-    result = CliRunner().invoke(app, ["train", str(path)])
+    result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "MLflow tracking server" in errors[0] and "is unreachable" in errors[0]

@@ -115,7 +115,7 @@ def load_stage_job(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> 
     """Load a `kind: stage` job YAML; any other kind is a ConfigError naming the file."""
     job = load_job(path, sets)
     if not isinstance(job, StageJobConfig):
-        raise ConfigError(f"{path}: kind: expected 'stage' for `llavast train`, got {job.kind!r}")  # type: ignore[attr-defined]
+        raise ConfigError(f"{path}: kind: expected 'stage', got {job.kind!r}")  # type: ignore[attr-defined]
     return job
 
 

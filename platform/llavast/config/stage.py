@@ -139,7 +139,7 @@ class StorageSection(Section):
 
 
 class StageJobConfig(JobCommon):
-    """One training stage: `llavast train STAGE.yaml` runs it as a Ray Train job."""
+    """One training stage: `llavast run STAGE.yaml` runs it as a Ray Train job."""
 
     kind: Literal["stage"] = "stage"
     model: ModelSection

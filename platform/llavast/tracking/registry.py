@@ -64,7 +64,7 @@ def resolve_init_from(ref: str, tracker: Tracker | None) -> ResolvedInit:
             mv = tracker.client.get_model_version(name, version)
     except Exception as err:  # MLflow raises its own types for 404s and transport errors
         raise TrackingError(f"init_from {ref!r} cannot be resolved at {tracker.uri}: {err}; list versions "
-                            f"with the MLflow UI or `llavast train` a previous stage first") from err
+                            f"with the MLflow UI or `llavast run` a previous stage first") from err
     log.info("init_from %s -> version %s at %s", ref, mv.version, mv.source)
     return ResolvedInit(uri=str(mv.source), model_name=name, version=str(mv.version))
 
