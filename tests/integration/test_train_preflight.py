@@ -55,10 +55,12 @@ CASES = {
     "data.manifest": lambda i: {"data__manifest": str(i["tmp"] / "st")},  # a dataset, not a finished index
     "model.init_from": lambda i: {"model__init_from": "models:/no-such-model@stage1"},
     "storage.root": lambda i: {"storage__root": str(i["tmp"] / "a-file" / "runs")},
+    "train.callbacks": lambda i: {"train__callbacks": [{"path": "no_such_package.audit:SampleAudit"}]},
 }
 EXPECTED = {"tracking.uri": "tracking.uri", "model.base": "model.base: ", "data.manifest": "not a finished index",
             "model.init_from": "init_from 'models:/no-such-model@stage1' cannot be resolved",
-            "storage.root": "storage.root: "}
+            "storage.root": "storage.root: ",
+            "train.callbacks": "train.callbacks: cannot import no_such_package.audit:SampleAudit"}
 
 
 @pytest.mark.parametrize("field", list(CASES))

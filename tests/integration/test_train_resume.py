@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from llavast.tracking import Tracker
-from llavast.train.hooks import TestHooks
 from llavast.train.run import run_stage
+from tests.fixtures import callbacks
 from tests.fixtures.train import TrainWorld, unique
 
 pytestmark = pytest.mark.integration
@@ -34,11 +34,13 @@ def test_killed_worker_resumes_without_retraining_samples(train_world: TrainWorl
     samples = tmp_path / "samples"
     samples.mkdir()
     marker = tmp_path / "killed"
-    hooks = TestHooks(kill_rank=1, kill_at_step=KILL_AT, kill_marker=str(marker), sample_log_dir=str(samples))
+    watch = [callbacks.spec("SampleLog", directory=str(samples)),  # first: the killed step is logged too
+             callbacks.spec("KillOnce", rank=1, at_step=KILL_AT, marker=str(marker))]
     # Stage 1 on the larger stage-3 mixture: one epoch holds all 8 steps, so the resume lands mid-epoch.
     job = train_world.job(1, unique("resume"), unique("llavast-resume"), manifest_stage=3,
-                          train={"max_steps": STEPS, "checkpoint_every": EVERY, "async_checkpoint_upload": False})
-    result = run_stage(job, hooks)
+                          train={"max_steps": STEPS, "checkpoint_every": EVERY, "async_checkpoint_upload": False,
+                                 "callbacks": watch})
+    result = run_stage(job)
 
     assert marker.read_text().startswith(f"killed rank 1 at step {KILL_AT}")
     attempts = _attempts(samples)

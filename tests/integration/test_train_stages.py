@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -20,8 +21,8 @@ from llavast import storage
 from llavast.tracking import Tracker
 from llavast.train.artifact import read_artifact
 from llavast.train.files import download_dir
-from llavast.train.hooks import TestHooks
 from llavast.train.run import StageResult, run_stage
+from tests.fixtures import callbacks
 from tests.fixtures.train import TrainWorld, unique
 
 pytestmark = pytest.mark.integration
@@ -44,9 +45,12 @@ class Chain:
     tracker: Tracker
 
 
-def _run(world: TrainWorld, tmp: Path, stage: int, name: str, model_name: str, **kwargs: object) -> Stage:
+def _run(world: TrainWorld, tmp: Path, stage: int, name: str, model_name: str, train: dict[str, Any],
+         **kwargs: Any) -> Stage:
+    """Run the stage with a callback that dumps every parameter before and after training."""
     dumps = tmp / f"dumps-stage{stage}"
-    result = run_stage(world.job(stage, name, model_name, **kwargs), TestHooks(param_dump_dir=str(dumps)))
+    train = {**train, "callbacks": [callbacks.spec("ParamDump", directory=str(dumps))]}
+    result = run_stage(world.job(stage, name, model_name, train=train, **kwargs))
     return Stage(result, load_file(str(dumps / "before.safetensors")), load_file(str(dumps / "after.safetensors")))
 
 

@@ -30,6 +30,14 @@ class ModelSection(Section):
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
+class CallbackSpec(Section):
+    """A training callback: `path` is `module:Class` (a subclass of llavast.train.callbacks.Callback), built on
+    every worker with `args` as keyword arguments."""
+
+    path: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
 class TrainSection(Section):
     """The stage, its trainable groups, the optimiser, batch sizes, schedule and checkpointing.
 
@@ -37,6 +45,8 @@ class TrainSection(Section):
     stage 1 STP only with LAPE off; stages 2/3 LoRA + STP + LAPE; stage 3 merges the parent's LoRA.
     `lr` applies to every group unless `group_lr` names it (the release: 2e-4 LoRA, 2e-5 STP/LAPE).
     One optimiser step consumes micro_batch_size * grad_accum_steps * num_workers samples.
+    `callbacks` run your own code on every worker at the start, after each step and at the end (see
+    `llavast/train/callbacks.py`).
     """
 
     stage: Literal[1, 2, 3]
@@ -58,6 +68,7 @@ class TrainSection(Section):
     async_checkpoint_upload: bool = True
     log_every: PositiveInt = 1
     seed: int = 0
+    callbacks: tuple[CallbackSpec, ...] = ()
 
 
 class DeepSpeedSection(Section):

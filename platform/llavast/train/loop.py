@@ -26,16 +26,15 @@ from llavast.config.stage import StageJobConfig
 from llavast.data.collate import DataStats, iter_batches
 from llavast.failures import WorkerError
 from llavast.tracking import MetricsLogger, save_unsent
-from llavast.train import shard
+from llavast.train import callbacks, shard
 from llavast.train.artifact import read_artifact, write_artifact
 from llavast.train.checkpoint import Progress, checkpoint_dir_name, load_checkpoint, save_checkpoint
 from llavast.train.ds_config import deepspeed_config
 from llavast.train.files import download_dir, upload_dir
-from llavast.train.hooks import TestHooks
 from llavast.train.metrics import StepMeter
 from llavast.train.optim import build_optimizer, cosine_with_warmup, optimizer_groups
 from llavast.train.policy import resolve_policy
-from llavast.train.stage_model import StageModel, build_stage_model, export_artifact, snapshot
+from llavast.train.stage_model import build_stage_model, export_artifact
 from llavast.train.step import ReplayModule, ReplayStep, Zero3Step, register_external_parameters
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,6 @@ class LoopArgs:
     unsent_metrics_uri: str  # where rank 0 keeps the metric points MLflow did not take (replayed by the driver)
     total_steps: int
     lineage: dict[str, str] = field(default_factory=dict)
-    hooks: TestHooks = field(default_factory=TestHooks)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -81,7 +79,7 @@ def _worker_log() -> str:
 
 
 def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
-    job, hooks = args.job, args.hooks
+    job = args.job
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -121,8 +119,11 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
         progress = load_checkpoint(engine, checkpoint, world, args.fingerprint)
         step, dropped, consumed = progress.step, progress.dropped_samples, progress.samples_consumed
         log.info("rank %d resumed at step %d", rank, step)
-    elif hooks.wants_params:
-        _dump(stage, zero3, hooks, "before", rank)
+    ctx = callbacks.WorkerContext(job=job, run_name=args.run_name, rank=rank, world_size=world, stage=stage,
+                                  zero3=zero3)
+    user_callbacks = callbacks.build(job.train.callbacks)
+    for callback in user_callbacks:
+        callback.on_train_start(ctx, step)
     logger = MetricsLogger(job.tracking.uri, args.mlflow_run_id) if rank == 0 else None
     if logger is not None and checkpoint is not None:
         logger.log({"resumed_from_step": step}, step=step)
@@ -136,14 +137,13 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
                            stage.model.config.image_size, prefetch_batches=job.data.prefetch_batches) if kinds else None
     stats, metrics = DataStats(), {}
     for micro in range(0, len(kinds), job.train.grad_accum_steps):
-        hooks.maybe_kill(rank, step)
-        meter = StepMeter()
+        meter, uids = StepMeter(), []
         for kind in kinds[micro:micro + job.train.grad_accum_steps]:
             waited = time.perf_counter()
             batch = next(batches).to(device)  # type: ignore[arg-type]
             waited = time.perf_counter() - waited
             stats.update(batch)
-            hooks.log_samples(rank, step + 1, batch.uids)
+            uids += batch.uids
             out = micro_step(batch, kind)
             meter.add(out.loss, out.target_tokens, batch.size, out.tokens, waited, batch.num_dropped)
         step += 1
@@ -157,11 +157,13 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
             progress = Progress(step=step, samples_consumed=consumed, dropped_samples=dropped,
                                 world_size=world, fingerprint=args.fingerprint)
             _report_checkpoint(engine, job, metrics, progress, rank)
+        for callback in user_callbacks:
+            callback.on_step_end(ctx, step, uids)
 
     # 5. The stage artifact: gathered on every rank under ZeRO-3, written by rank 0.
     artifact = export_artifact(stage, stage.model, zero3, _manifest(args, metrics, step))
-    if hooks.wants_params:
-        _dump(stage, zero3, hooks, "after", rank)
+    for callback in user_callbacks:
+        callback.on_train_end(ctx, step)
     if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
             upload_dir(write_artifact(Path(tmp), artifact, stage.tokenizer), args.artifact_uri, job.storage.options)
@@ -200,9 +202,3 @@ def _manifest(args: LoopArgs, metrics: dict[str, float], step: int) -> dict[str,
             "parent": args.parent_dir_uri, "data_manifest": job.data.manifest, "fingerprint": args.fingerprint,
             "run_name": args.run_name, "mlflow_run_id": args.mlflow_run_id, "steps": step,
             "metrics": metrics, "lineage": args.lineage}
-
-
-def _dump(stage: StageModel, zero3: bool, hooks: TestHooks, name: str, rank: int) -> None:
-    tensors = snapshot(stage.model, stage.hooks, set(stage.hooks.GROUPS), zero3)
-    if rank == 0:
-        hooks.dump_params(name, tensors)

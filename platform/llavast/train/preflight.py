@@ -6,6 +6,7 @@ run exists, so a typo costs seconds and one line, not a Ray cluster start and a 
     data.manifest      a finished index (its summary.json and at least one manifest shard)
     model.init_from    the registered alias or version exists (or, for a plain URI, the artifact does)
     storage.root       writable: a small object is written and removed
+    train.callbacks    each class imports (on the driver; the workers need the same package)
 
 Each failure raises the project's error type with a message that names the field and the fix.
 """
@@ -19,7 +20,7 @@ from llavast import storage
 from llavast.config.stage import StageJobConfig
 from llavast.errors import StorageError, TrainError
 from llavast.tracking import ResolvedInit, Tracker, check_reachable, resolve_init_from
-from llavast.train import shard
+from llavast.train import callbacks, shard
 
 PROBE_PREFIX = ".llavast-preflight-"
 
@@ -54,4 +55,6 @@ def preflight(job: StageJobConfig) -> Checked:
     except StorageError as err:
         raise StorageError(f"storage.root: {job.storage.root} is not writable ({err}); checkpoints and the stage "
                            "artifact go there: fix the path or the credentials") from err
+    for spec in job.train.callbacks:
+        callbacks.resolve(spec.path)
     return Checked(tracker=tracker, parent=parent)

@@ -37,7 +37,6 @@ from llavast.tracking import (
     replay_unsent,
 )
 from llavast.train import shard
-from llavast.train.hooks import TestHooks
 from llavast.train.loop import LoopArgs
 from llavast.train.preflight import Checked, preflight
 from llavast.train.trainer import build_trainer, latest_checkpoint_step, stage_run_name
@@ -71,7 +70,7 @@ def plan_total_steps(job: StageJobConfig) -> int:
     return shard.total_steps(job.train.max_steps, job.train.epochs, per_epoch)
 
 
-def run_stage(job: StageJobConfig, hooks: TestHooks | None = None, checked: Checked | None = None,
+def run_stage(job: StageJobConfig, checked: Checked | None = None,
               version_tags: Mapping[str, str] | None = None) -> StageResult:
     """Train one stage on the current Ray cluster and register its artifact; raise TrainError on failure.
 
@@ -94,7 +93,7 @@ def run_stage(job: StageJobConfig, hooks: TestHooks | None = None, checked: Chec
         run_id = tracker.ensure_run(job.tracking.experiment, run_key=run_name, run_name=f"{job.name}-{job.alias}",
                                     parent_run_id=job.tracking.parent_run_id, tags=lineage)
         try:
-            return _train_and_register(job, hooks, env_vars, secrets, tracker, parent, fp, run_name, run_id,
+            return _train_and_register(job, env_vars, secrets, tracker, parent, fp, run_name, run_id,
                                        {**lineage, **(version_tags or {})})
         except RegistrationPending:
             raise  # trained, not failed: the run stays open for the re-run that registers it
@@ -118,7 +117,7 @@ def _resume_advice(job: StageJobConfig, run_name: str) -> str:
     return f"run the same job again to resume from its latest checkpoint (step {step})"
 
 
-def _train_and_register(job: StageJobConfig, hooks: TestHooks | None, env_vars: dict[str, str], secrets: SecretEnv,
+def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: SecretEnv,
                         tracker: Tracker, parent: ResolvedInit | None, fp: str, run_name: str, run_id: str,
                         lineage: dict[str, str]) -> StageResult:
     root, options = job.storage.root, job.storage.options
@@ -137,8 +136,7 @@ def _train_and_register(job: StageJobConfig, hooks: TestHooks | None, env_vars: 
         if parent is not None and parent.needs_mlflow_download:  # registered from a local storage root
             parent_dir = str(download_artifact(parent, tracker, Path(tempfile.mkdtemp(prefix="llavast-parent-"))))
         args = LoopArgs(job=job, fingerprint=fp, run_name=run_name, mlflow_run_id=run_id, parent_dir_uri=parent_dir,
-                        artifact_uri=artifact_uri, unsent_metrics_uri=unsent, total_steps=total, lineage=lineage,
-                        hooks=hooks or TestHooks())
+                        artifact_uri=artifact_uri, unsent_metrics_uri=unsent, total_steps=total, lineage=lineage)
         log.info("stage %d: %d steps on %d workers, run %s", job.train.stage, total, job.compute.num_workers,
                  run_name)
         metrics = dict(build_trainer(args, env_vars, secrets).fit().metrics or {})
