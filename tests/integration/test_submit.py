@@ -161,7 +161,7 @@ def test_submit_follow_status_logs(train_world: TrainWorld, ray_head: RayHead, t
     assert submitted.returncode == 0, (out + submitted.stderr)[-6000:]
     assert f"submitted {submission_id} to {ray_head.dashboard}" in out
     assert f"{submission_id}: SUCCEEDED" in out
-    assert f"done stage {name}: models:/{model}/1" in out  # the job's own output, streamed by --follow
+    assert f"done stage {name}" in out and f"models:/{model}/1 (@stage1)" in out  # the job's output, via --follow
 
     status = llavast(ray_head, "status", "--jobs-address", ray_head.dashboard)
     assert status.returncode == 0, status.stderr
@@ -173,7 +173,8 @@ def test_submit_follow_status_logs(train_world: TrainWorld, ray_head: RayHead, t
 
     logs = llavast(ray_head, "logs", submission_id, "--jobs-address", ray_head.dashboard)
     assert logs.returncode == 0, logs.stderr
-    assert re.search(rf"done stage {re.escape(name)}: models:/{re.escape(model)}/1 .*'steps': 2", logs.stdout)
+    assert f"done stage {name}" in logs.stdout and f"models:/{model}/1 (@stage1)" in logs.stdout
+    assert re.search(r"steps\s*│\s*2\b", logs.stdout), logs.stdout  # the stage's table: 2 steps
 
 
 @pytest.mark.timeout(400)
