@@ -2,9 +2,9 @@
 module that prints for humans. A user-caused error (`LlavastError`) prints as one line and exits 1;
 `llavast --debug ...` shows its traceback.
 
-Sub-apps: `data` (synth, index), `services` (mlflow, up, down), `registry` (list, show); commands: `train`,
-`validate`, `plan`, `run`, `submit`, `status`, `logs`, `stop`, `demo`. Add others with `app.add_typer(...)` and
-decorate commands with `@user_errors`.
+Sub-apps: `data` (synth, index), `services` (up, down), `registry` (list, show); commands: `validate`, `plan`,
+`run`, `submit`, `status`, `logs`, `stop`, `demo`. Add others with `app.add_typer(...)`; their user errors are
+handled by the root command (`_Root`), nothing to decorate.
 """
 
 from __future__ import annotations
@@ -524,8 +524,7 @@ def services_down(state_dir: StateOpt = Path(".demo/mlflow")) -> None:
 
 # ---- the embedded default -----------------------------------------------------------------------------------
 @app.command("demo")
-def demo(
-         pipeline_file: Annotated[Path, typer.Option("--pipeline", help="The demo pipeline.")] = Path(
+def demo(pipeline_file: Annotated[Path, typer.Option("--pipeline", help="The demo pipeline.")] = Path(
              "jobs/demo/pipeline.yaml"),
          mlflow_dir: Annotated[Path, typer.Option(help="State of the local MLflow server.")] = Path(".demo/mlflow"),
          num_cpus: Annotated[int, typer.Option(help="Logical CPUs of the local Ray.")] = 4) -> None:

@@ -100,8 +100,10 @@ class Lease:
     def _watch(self, held: Holder | None) -> Holder | None:
         """The live holder of the lease, or None once it is gone, released or expired. A holder on this host is
         judged at once (its pid); one elsewhere is watched until its heartbeat moves or its lease expires."""
-        if held is None or not held.alive(self.ttl_s) or held.host == socket.gethostname():
-            return held if held is not None and held.alive(self.ttl_s) else None
+        if held is None or not held.alive(self.ttl_s):
+            return None
+        if held.host == socket.gethostname():
+            return held
         log.warning("%s: lease %s is held by %s pid %s; waiting up to %.0fs for its next heartbeat or its expiry",
                     self.what, self.uri, held.host, held.pid, self.ttl_s - (time.time() - held.heartbeat))
         while held is not None and held.alive(self.ttl_s):

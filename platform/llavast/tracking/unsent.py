@@ -2,7 +2,7 @@
 
 Rank 0 logs metrics from a background thread that never stops training. When the tracking server is down
 at the end of a stage, the points it still holds (queued, or given up after retries) are written here as
-JSON lines, one file per worker attempt, next to the stage's Ray Train run. The driver replays them
+JSON lines, one file per worker attempt, under `<storage.root>/unsent_metrics/<run name>/`. The driver replays them
 into the stage's MLflow run at its next contact with the server (after training, or on the re-run) and
 removes each file once MLflow has it. MLflow's stores ignore a point they already hold (same key, step,
 timestamp and value), so a point that did land before the outage is not doubled by its replay.
@@ -41,16 +41,11 @@ def load_unsent(uri: str, options: StorageOptions) -> list[Metric]:
     return [Metric(**json.loads(line)) for line in storage.read_text(uri, options).splitlines() if line]
 
 
-def pending_files(directory: str, options: StorageOptions) -> list[str]:
-    """The files of points still waiting for MLflow (none when the directory does not exist)."""
-    return storage.list_files(directory, options, suffix=SUFFIX)
-
-
 def replay_unsent(tracker: Tracker, run_id: str, directory: str, options: StorageOptions) -> int:
     """Log every kept point into `run_id` and remove its file; the number of points replayed. With MLflow
     down (a TrackingError after the tracker's retries) the files stay for the next replay."""
     replayed = 0
-    for uri in pending_files(directory, options):
+    for uri in storage.list_files(directory, options, suffix=SUFFIX):  # none when the directory does not exist
         points = load_unsent(uri, options)
         try:
             tracker.log_points(run_id, points)
