@@ -73,13 +73,15 @@ class LlavaSTForCausalLM(PreTrainedModel):
         v, start = self.config.text_vocab_size, self.placeholder_start
         embeds = self.language_model.get_input_embeddings()(input_ids.clamp(0, v - 1))
         table = tables.input_all.to(embeds.dtype)
+        # Both paths run whether or not the batch holds coordinates (then on zero rows): the table's place in
+        # the graph, hence when its gradient is ready, must not depend on the data (train/step.py).
         is_coord = (input_ids >= v) & (input_ids < start)
-        if is_coord.any():
-            embeds = embeds.masked_scatter(is_coord[..., None], table[input_ids[is_coord] - v])
+        embeds = embeds.masked_scatter(is_coord[..., None], table[input_ids[is_coord] - v])
         is_placeholder = input_ids >= start
-        if is_placeholder.any():
-            if coord_values is None:
+        if coord_values is None:
+            if is_placeholder.any():
                 raise ValueError("input_ids contain coordinate placeholders but no coord_values were given")
+        else:
             # vocab.PLACEHOLDERS is ordered (INPUT, OUTPUT) per axis, TEMP, HEIGHT, WIDTH: id // 2 is the axis
             axis = (input_ids[is_placeholder] - start) // 2
             floor, ceil, ratio = self._quantize(coord_values[is_placeholder], axis)
@@ -157,8 +159,9 @@ class LlavaSTForCausalLM(PreTrainedModel):
         h = hidden[:, :-1][mask]  # (T, D)
         y = targets[mask]  # (T,)
         count = mask.sum()
-        if h.shape[0] == 0:
-            return hidden.sum() * 0.0, count
+        weight = 1.0
+        if h.shape[0] == 0:  # no target: one position, weighted 0, keeps the heads in the graph (train/step.py)
+            h, y, weight = hidden[:1, 0], targets.new_zeros(1), 0.0
         logits = self.logits(h, tables).float()  # (T, V + M)
         lse = torch.logsumexp(logits, dim=-1)
         is_soft = y >= self.placeholder_start
@@ -174,7 +177,7 @@ class LlavaSTForCausalLM(PreTrainedModel):
         target_logit = logits.gather(1, hard_y[:, None])[:, 0]
         if bool(is_soft.any()):
             target_logit = target_logit.masked_scatter(is_soft, soft_logit)
-        return (lse - target_logit).sum() / count, count
+        return (lse - target_logit).sum() * weight / count.clamp(min=1), count
 
     def _participation(self, media_kind: Tensor | None, tables: LAPETables, hidden: Tensor) -> Tensor:
         """Zero terms that keep every trainable STP/LAPE parameter in the graph whatever the batch holds.

@@ -1,4 +1,5 @@
-"""PrepareSamples + LlavaSTCollate without Ray: the batch contract, normalisation, drop and pad handling."""
+"""PrepareSamples + LlavaSTCollate without Ray: the batch contract, normalisation, and the stand-ins of
+dropped samples (same media kind, zero frames, no target)."""
 
 from __future__ import annotations
 
@@ -55,18 +56,21 @@ def test_prepare_and_collate(setup) -> None:
     no_values = {k: [] for k in manifest.VARIABLES_TYPE.names}
     chat = json.dumps([{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}])
     text = dict(rows[0], uid="text:0", media_kind=0, media_uri="", variables=no_values, conversations=chat)
-    table = pa.concat_tables([manifest.rows_to_table(rows + [text]), manifest.pad_rows(1)])
+    table = manifest.rows_to_table(rows + [text]).select(list(manifest.STREAM_COLUMNS))
     prepared = PrepareSamples(tokenizer, config, max_length=4096, options=OPTS, fetch_threads=2)(table)
     assert prepared.schema.equals(SAMPLE_SCHEMA)
-    assert prepared.column("status").to_pylist() == ["ok", "ok", "decode_error", "fetch_error", "ok", "pad"]
+    assert prepared.column("status").to_pylist() == ["ok", "ok", "decode_error", "fetch_error", "ok"]
 
     batch = LlavaSTCollate(tokenizer.pad_token_id, config.image_size)(prepared)
     assert batch.uids == [rows[0]["uid"], rows[1]["uid"], "text:0"]
     assert batch.dropped == {"decode_error": 1, "fetch_error": 1}
     x = batch.inputs
-    s = config.image_size
-    assert x["media_kind"].tolist() == [2, 1, 0]
-    assert x["pixel_values"].shape == (config.num_frames + 1, 3, s, s) and x["pixel_values"].dtype == torch.float32
+    s, n = config.image_size, config.num_frames
+    assert x["media_kind"].tolist() == [2, 1, 2, 2, 0]  # dropped rows keep their place and media kind
+    assert x["pixel_values"].shape == (3 * n + 1, 3, s, s) and x["pixel_values"].dtype == torch.float32
+    stand_ins = x["labels"][2:4]
+    assert (stand_ins == -100).all() and (x["pixel_values"][n + 1:3 * n + 1] == -1.0).all()  # zero frames
+    assert ((x["input_ids"][2:4] == config.video_token_id).sum(1) == config.video_seq_len).all()
     data = storage.read_bytes(rows[0]["media_uri"], OPTS)
     window = (rows[0]["split_start"], rows[0]["split_end"]) if rows[0]["split_start"] >= 0 else None
     frames = decode_video(data, config.num_frames, s, window)
@@ -93,10 +97,18 @@ def test_prepare_and_collate(setup) -> None:
     assert torch.isfinite(out.loss) and int(out.num_target_tokens) == int((x["labels"][:, 1:] != -100).sum())
 
 
-def test_all_dropped_batch_still_arrives(setup) -> None:
-    _, config, tokenizer = setup
-    table = pa.Table.from_pylist([{"uid": "a:1", "task": "QA", "status": "decode_error", "detail": "x", "media_kind": 2,
-                                   "num_media_frames": 0, "frames": b"", "media_bytes": 10, "input_ids": [],
-                                   "labels": [], "coord_values": [], "truncated": False}], schema=SAMPLE_SCHEMA)
-    batch = LlavaSTCollate(tokenizer.pad_token_id, config.image_size)(table)
-    assert batch.inputs is None and batch.size == 0 and batch.num_dropped == 1 and batch.media_bytes == 10
+def test_a_batch_of_stand_ins_has_no_target_and_a_zero_loss(setup) -> None:
+    root, config, tokenizer = setup
+    rows = [_row(root, "stvg", i, Task.STVG, video="videos/missing.mp4") for i in range(2)]
+    prepared = PrepareSamples(tokenizer, config, max_length=4096, options=OPTS, fetch_threads=2)(
+        manifest.rows_to_table(rows).select(list(manifest.STREAM_COLUMNS)))
+    batch = LlavaSTCollate(tokenizer.pad_token_id, config.image_size)(prepared)
+    assert batch.size == 0 and batch.num_dropped == 2 and batch.media_kinds == {2}
+    model = model_zoo.build("llava_st", config)
+    out = model(**batch.inputs)
+    assert int(out.num_target_tokens) == 0 and out.loss.item() == 0.0
+    out.loss.backward()  # the heads, coordinate tables and packer stay in the graph, with zero gradients
+    for name in ("lape.temporal_input", "lape.temporal_output", "language_model.lm_head.weight"):
+        grad = model.get_parameter(name).grad
+        assert grad is not None and not grad.any(), name
+    assert all(p.grad is not None and not p.grad.any() for p in model.stp.parameters())

@@ -24,13 +24,12 @@ class DataConfig(Section):
     max_length: token budget per sample; longer samples lose whole trailing turns, or are dropped.
     decode_concurrency: decoding actors (each fetches media, decodes frames, tokenises).
     decode_batch_size: samples per decode call; decode_num_cpus: CPUs reserved per decoding actor.
-    read_num_cpus: CPUs asked by the light tasks that read manifest shards and shuffle rows. Budget:
-        trainers + decode_concurrency * decode_num_cpus + read_num_cpus must fit the cluster's CPUs.
+        Budget: trainers + decode_concurrency * decode_num_cpus must fit the cluster's CPUs.
     fetch_threads: concurrent media downloads inside one decoding actor (I/O bound).
     prefetch_batches: batches the consumer's iterator prepares ahead of the training step.
-    shuffle: "rows" = a seeded global shuffle of manifest rows before decoding (cheap: rows hold no
-        media), "blocks" = shuffle only the order of manifest blocks, "none" = manifest order.
-    local_shuffle_buffer: optional per-worker shuffle buffer (rows) on top of `shuffle`.
+    shuffle: each epoch (seeded by seed and epoch) "blocks" shuffles the order of the manifest's row
+        groups before they are split between workers, "rows" also shuffles each worker's rows,
+        "none" keeps manifest order (see docs/data.md, "Planning").
     """
 
     manifest: str
@@ -41,9 +40,7 @@ class DataConfig(Section):
     decode_concurrency: PositiveInt = 2
     decode_batch_size: PositiveInt = 8
     decode_num_cpus: float = Field(default=1.0, gt=0.0)
-    read_num_cpus: float = Field(default=0.25, gt=0.0)
     fetch_threads: PositiveInt = 8
     prefetch_batches: int = Field(default=2, ge=0)
     shuffle: Literal["rows", "blocks", "none"] = "rows"
     seed: int = 0
-    local_shuffle_buffer: PositiveInt | None = None

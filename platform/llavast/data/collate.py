@@ -1,8 +1,8 @@
 """The last step: sample rows -> the model's batch, plus the count of samples the pipeline dropped.
 
-`iter_batches(shard, ...)` wraps `DataIterator.iter_torch_batches` with `LlavaSTCollate`, which pads
-and stacks the rows that decoded (`status == "ok"`), turns uint8 frames into normalised float pixels,
-and counts every dropped row by reason. The counts travel with the batch to the consumer, so they are
+`iter_batches(dataset, ...)` wraps `iter_torch_batches` with `LlavaSTCollate`, which pads and stacks
+every row (a dropped sample arrives as a target-less stand-in of its media kind: `data/pipeline.py`),
+turns uint8 frames into normalised float pixels, and counts every dropped row by reason. The counts travel with the batch to the consumer, so they are
 exact across decoding actors and workers without any shared counter; `DataStats` accumulates them
 for the trainer to log.
 """
@@ -20,21 +20,18 @@ import pyarrow as pa
 import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
-from llavast.data.pipeline import OK, PAD
+from llavast.data.pipeline import OK
 from model_zoo.llava_st.modeling import IGNORE_INDEX
 
 
 @dataclass
 class StreamBatch:
-    """One step's data: `inputs` is `model(**inputs)`'s keyword arguments, None when every row dropped.
+    """One micro-batch: `inputs` is `model(**inputs)`'s keyword arguments, every row of it included
+    (delivered samples and target-less stand-ins of dropped ones); `uids` are the delivered samples."""
 
-    Workers receive the same number of StreamBatches per epoch; one whose rows all dropped still
-    arrives (with `inputs=None`) so a trainer can keep its collectives in step.
-    """
-
-    inputs: dict[str, torch.Tensor] | None
+    inputs: dict[str, torch.Tensor]
     uids: list[str]
-    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count (pads not included)
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
     num_truncated: int = 0
     media_bytes: int = 0
 
@@ -46,9 +43,11 @@ class StreamBatch:
     def num_dropped(self) -> int:
         return sum(self.dropped.values())
 
+    @property
+    def media_kinds(self) -> set[int]:
+        return set(self.inputs["media_kind"].tolist())
+
     def to(self, device: torch.device | str) -> StreamBatch:
-        if self.inputs is None:
-            return self
         return replace(self, inputs={k: v.to(device, non_blocking=True) for k, v in self.inputs.items()})
 
 
@@ -82,18 +81,13 @@ class LlavaSTCollate(ArrowBatchCollateFn):
         self.image_size = image_size
 
     def __call__(self, batch: pa.Table) -> StreamBatch:
-        status = batch.column("status").to_pylist()
-        dropped = Counter(s for s in status if s not in (OK, PAD))
-        keep = [i for i, s in enumerate(status) if s == OK]
-        media_bytes = int(sum(batch.column("media_bytes").to_pylist()))
-        small = batch.drop_columns(["frames"]).to_pylist()
-        rows = [small[i] for i in keep]
-        stream = StreamBatch(inputs=None, uids=[r["uid"] for r in rows], dropped=dict(dropped),
-                             num_truncated=sum(r["truncated"] for r in rows), media_bytes=media_bytes)
-        if rows:
-            frames = _binary_views(batch.column("frames"))
-            stream.inputs = self._stack(rows, [frames[i] for i in keep])
-        return stream
+        rows = batch.drop_columns(["frames"]).to_pylist()
+        delivered = [r for r in rows if r["status"] == OK]
+        return StreamBatch(inputs=self._stack(rows, _binary_views(batch.column("frames"))),
+                           uids=[r["uid"] for r in delivered],
+                           dropped=dict(Counter(r["status"] for r in rows if r["status"] != OK)),
+                           num_truncated=sum(r["truncated"] for r in delivered),
+                           media_bytes=int(sum(r["media_bytes"] for r in rows)))
 
     def _stack(self, rows: list[dict[str, Any]], frames: list[np.ndarray]) -> dict[str, torch.Tensor]:
         length = max(len(r["input_ids"]) for r in rows)
@@ -139,12 +133,12 @@ def _binary_views(column: pa.ChunkedArray) -> list[np.ndarray]:
     return views
 
 
-def iter_batches(shard: Any, batch_size: int, pad_token_id: int, image_size: int, prefetch_batches: int = 2,
-                 local_shuffle_buffer: int | None = None, seed: int | None = None) -> Iterator[StreamBatch]:
-    """StreamBatches of a Ray Train dataset shard (`ray.train.get_dataset_shard("train")`), one epoch.
+def iter_batches(dataset: Any, batch_size: int, pad_token_id: int, image_size: int,
+                 prefetch_batches: int = 2) -> Iterator[StreamBatch]:
+    """StreamBatches of a dataset (`build_dataset`) or a Ray Train dataset shard, in order, one pass.
 
     Batches stay on the CPU; call `batch.to(device)`.
     """
-    yield from shard.iter_torch_batches(
+    yield from dataset.iter_torch_batches(
         batch_size=batch_size, collate_fn=LlavaSTCollate(pad_token_id, image_size), prefetch_batches=prefetch_batches,
-        local_shuffle_buffer_size=local_shuffle_buffer, local_shuffle_seed=seed, drop_last=False)
+        drop_last=False)

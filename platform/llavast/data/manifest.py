@@ -7,18 +7,27 @@ Layout of an index at URI `out`:
     out/summary.json                        counts per source / task / media kind / quarantine reason
 The summary is written last and marks the index complete; the streaming pipeline refuses an index
 without one. Nothing in these files depends on time or process, so a re-run gives the same bytes.
+
+Reading, for planning and streaming (`data/plan.py` numbers rows block by block; a block is a row group):
+    read_layout(index)          the driver: row-group sizes and the `media_kind` column, nothing else
+    read_rows(blocks, rows)     a rank: only the row groups holding its rows, only STREAM_COLUMNS
 """
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from llavast import storage
 from llavast.data.annotations import MixtureEntry
-from llavast.data.records import VARIABLE_KEYS, MediaKind, Task, media_of, split_window
+from llavast.data.plan import Layout
+from llavast.data.records import VARIABLE_KEYS, Task, media_of, split_window
 from llavast.errors import DataError
 from llavast.storage import StorageOptions
 
@@ -80,11 +89,72 @@ def read_summary(index_uri: str, options: StorageOptions) -> dict[str, Any]:
     return json.loads(storage.read_text(uri, options))
 
 
-def pad_rows(count: int) -> pa.Table:
-    """`count` empty text-only rows: they fill a split so every worker gets the same number of rows;
-    the collate turns them into target-less samples."""
-    empty = {k: [] for k in VARIABLES_TYPE.names}
-    rows = [{"uid": "", "id": "", "source": "", "task": "", "source_file": "", "record_index": -1,
-             "media_kind": int(MediaKind.TEXT), "media_uri": "", "split_start": -1, "split_end": -1,
-             "conversations": "[]", "variables": empty} for _ in range(count)]
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
+STREAM_COLUMNS = ("uid", "task", "media_kind", "media_uri", "split_start", "split_end", "conversations",
+                  "variables")  # what decoding and tokenising read; provenance columns stay in storage
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """Where each block (row group) of a manifest lives, and the number of its first row."""
+
+    files: tuple[str, ...]  # manifest shards in canonical (name) order
+    file_of: np.ndarray  # (blocks,) index into files
+    row_group: np.ndarray  # (blocks,) row group within its file
+    starts: np.ndarray  # (blocks + 1,) first row number of each block, then the total
+
+
+def manifest_files(index_uri: str, options: StorageOptions) -> list[str]:
+    """The Parquet shards of a finished index, in canonical (name) order."""
+    summary = read_summary(index_uri, options)  # refuses an unfinished index
+    files = [storage.join(index_uri, MANIFEST_DIR, name) for name in sorted(summary["shards"])]
+    if not files:
+        raise DataError(f"{index_uri} has no manifest shards; re-run `llavast data index`")
+    return files
+
+
+def read_layout(index_uri: str, options: StorageOptions, threads: int = 16) -> tuple[Blocks, Layout]:
+    """Blocks and the planning layout of an index: Parquet footers and one int8 column per shard."""
+    files = manifest_files(index_uri, options)
+
+    def one(uri: str) -> tuple[list[int], np.ndarray]:
+        fs, path = storage.arrow_filesystem(uri, options)
+        with fs.open_input_file(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+            kinds = parquet.read(columns=["media_kind"]).column("media_kind").to_numpy()
+        return sizes, kinds.astype(np.int8)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        shards = list(pool.map(one, files))
+    sizes = [n for group_sizes, _ in shards for n in group_sizes]
+    blocks = Blocks(files=tuple(files),
+                    file_of=np.array([f for f, (s, _) in enumerate(shards) for _ in s], np.int32),
+                    row_group=np.array([g for s, _ in shards for g in range(len(s))], np.int32),
+                    starts=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+    kinds = np.concatenate([k for _, k in shards]) if shards else np.zeros(0, np.int8)
+    return blocks, Layout(block_rows=np.asarray(sizes, np.int64), kinds=kinds)
+
+
+def read_rows(blocks: Blocks, rows: np.ndarray, options: StorageOptions,
+              columns: tuple[str, ...] = STREAM_COLUMNS) -> pa.Table:
+    """Manifest rows `rows` (row numbers), in that order: each needed row group is read once, with
+    `columns` only; memory and bytes read follow len(rows), not the manifest's size."""
+    rows = np.asarray(rows, np.int64)
+    if len(rows) == 0:
+        return SCHEMA.empty_table().select(list(columns))
+    if rows.min() < 0 or rows.max() >= blocks.starts[-1]:
+        raise DataError(f"row numbers outside the manifest's {int(blocks.starts[-1])} rows; was it re-indexed "
+                        "while a stage was running? Re-run the stage")
+    block_of = np.searchsorted(blocks.starts, rows, side="right") - 1
+    by_block = np.argsort(block_of, kind="stable")
+    parts, opened = [], {}
+    for block in np.unique(block_of):
+        file = int(blocks.file_of[block])
+        if file not in opened:
+            fs, path = storage.arrow_filesystem(blocks.files[file], options)
+            opened = {file: pq.ParquetFile(fs.open_input_file(path))}  # one shard open at a time
+        group = opened[file].read_row_group(int(blocks.row_group[block]), columns=list(columns))
+        wanted = rows[block_of == block] - blocks.starts[block]
+        parts.append(group.take(pa.array(wanted)))
+    table = pa.concat_tables(parts)  # rows grouped by block, in `by_block` order
+    return table.take(pa.array(np.argsort(by_block, kind="stable")))

@@ -1,16 +1,13 @@
-"""The streaming pipeline: manifest (Parquet) -> Ray Data -> decoded frames + tokens, ready for the collate.
+"""The one streaming builder: manifest rows -> Ray Data -> decoded frames + tokens, ready for the collate.
 
-    read_parquet(manifest) -> [pad to a multiple of world_size] -> shuffle -> map_batches(PrepareSamples)
+    rows (pa.Table, from `manifest.read_rows`) -> blocks of decode_batch_size -> map_batches(PrepareSamples)
 
-`PrepareSamples` runs in a pool of actors: it fetches media bytes through `llavast.storage` on a thread
-pool, decodes frames (decord, PyAV fallback) and images, and tokenises the conversation. A sample that
-cannot be fetched, decoded or fitted is not an exception: its row carries `status` = the reason and no
-payload, so it still occupies its place in the split, and the collate counts it at the consumer.
-
-Ray Train's DataConfig splits datasets with `streaming_split(equal=True)`, which truncates the remainder
-when rows do not divide by the worker count. `build_dataset(world_size=...)` therefore appends
-`status="pad"` rows up to a multiple of world_size: no sample is lost, every worker gets the same number
-of rows (hence of batches, which keeps collectives in step), and the collate drops the pads.
+Training (each rank streams the rows its plan gives it: `data/plan.py`), the data benchmark and
+evaluation all build their stream here. `PrepareSamples` runs in a pool of actors: it fetches media bytes
+through `llavast.storage` on a thread pool, decodes frames (decord, PyAV fallback) and images, and
+tokenises the conversation. A sample that cannot be fetched, decoded or fitted is not an exception: its
+row carries `status` = the reason and a target-less stand-in of the same media kind (zero frames, no
+label), so the micro-batch keeps its size and kind, and the collate counts it at the consumer.
 """
 
 from __future__ import annotations
@@ -22,13 +19,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
 from llavast import storage
 from llavast.config.data import DataConfig
 from llavast.config.secrets import SecretEnv
-from llavast.data import manifest
 from llavast.data.media import MediaDecodeError, decode_image, decode_video
 from llavast.data.records import MediaKind
 from llavast.data.tokenize import ConversationTokenizer, SampleTooLong
@@ -38,11 +33,11 @@ from model_zoo.llava_st.config import LlavaSTConfig
 
 log = logging.getLogger(__name__)
 
-OK, PAD = "ok", "pad"
+OK = "ok"
 SAMPLE_SCHEMA = pa.schema([
     pa.field("uid", pa.string()),
     pa.field("task", pa.string()),
-    pa.field("status", pa.string()),  # "ok", "pad", or why the sample was dropped
+    pa.field("status", pa.string()),  # "ok", or why the sample was dropped (its row is then a stand-in)
     pa.field("detail", pa.string()),
     pa.field("media_kind", pa.int8()),
     pa.field("num_media_frames", pa.int32()),
@@ -63,15 +58,15 @@ class PrepareSamples:
         if secrets is not None:
             secrets.apply()  # this actor's own process: storage clients read credentials from the environment
         self.tokenize = ConversationTokenizer(tokenizer, config, max_length)
-        self.num_frames = config.num_frames
         self.size = config.image_size
+        self.frames = {MediaKind.TEXT: 0, MediaKind.IMAGE: 1, MediaKind.VIDEO: config.num_frames}
         self.options = options
         self.pool = ThreadPoolExecutor(max_workers=fetch_threads)
 
     def _media(self, row: dict[str, Any]) -> tuple[np.ndarray | None, int, str, str]:
         """(frames, fetched bytes, status, detail) of one row; fetch + decode run on the thread pool."""
         kind = MediaKind(row["media_kind"])
-        if row["uid"] == "" or kind == MediaKind.TEXT:
+        if kind == MediaKind.TEXT:
             return np.zeros((0, self.size, self.size, 3), np.uint8), 0, OK, ""
         try:
             data = storage.read_bytes(row["media_uri"], self.options)
@@ -81,7 +76,7 @@ class PrepareSamples:
             if kind == MediaKind.IMAGE:
                 return decode_image(data, self.size), len(data), OK, ""
             window = (row["split_start"], row["split_end"]) if row["split_start"] >= 0 else None
-            return decode_video(data, self.num_frames, self.size, window), len(data), OK, ""
+            return decode_video(data, self.frames[kind], self.size, window), len(data), OK, ""
         except MediaDecodeError as exc:
             return None, len(data), "decode_error", f"{row['media_uri']}: {exc}"
 
@@ -90,23 +85,21 @@ class PrepareSamples:
         media = list(self.pool.map(self._media, rows))
         out = []
         for row, (frames, nbytes, status, detail) in zip(rows, media, strict=True):
-            sample = {"uid": row["uid"], "task": row["task"], "media_kind": row["media_kind"], "media_bytes": nbytes,
-                      "frames": _NO_FRAMES, "tokens": None, "status": PAD if row["uid"] == "" else status,
-                      "detail": detail}
-            if sample["status"] == OK:
+            kind = MediaKind(row["media_kind"])
+            sample = {"uid": row["uid"], "task": row["task"], "media_kind": kind, "media_bytes": nbytes,
+                      "status": status, "detail": detail}
+            if status == OK:
                 try:
-                    sample["tokens"] = self.tokenize(json.loads(row["conversations"]), row["variables"],
-                                                     MediaKind(row["media_kind"]))
-                    sample["frames"] = frames
+                    sample.update(frames=frames, tokens=self.tokenize(json.loads(row["conversations"]),
+                                                                      row["variables"], kind))
                 except SampleTooLong as exc:
                     sample.update(status="too_long", detail=str(exc))
-            if sample["status"] not in (OK, PAD):
+            if sample["status"] != OK:
                 log.warning("dropping sample %s: %s: %s", row["uid"], sample["status"], sample["detail"])
+                sample.update(frames=np.zeros((self.frames[kind], self.size, self.size, 3), np.uint8),
+                              tokens=self.tokenize.placeholder(kind))
             out.append(sample)
         return _to_table(out)
-
-
-_NO_FRAMES = np.zeros((0, 1, 1, 3), np.uint8)
 
 
 def _list_column(arrays: list[np.ndarray], dtype: type, pa_type: pa.DataType) -> pa.Array:
@@ -119,7 +112,6 @@ def _list_column(arrays: list[np.ndarray], dtype: type, pa_type: pa.DataType) ->
 
 def _to_table(samples: list[dict[str, Any]]) -> pa.Table:
     """Sample rows as Arrow, frames packed into one large_binary buffer (one copy of the pixels)."""
-    empty = np.zeros(0, np.int32)
     tokens = [s["tokens"] for s in samples]
     frames = [np.ascontiguousarray(s["frames"]).reshape(-1) for s in samples]
     offsets = np.zeros(len(frames) + 1, dtype=np.int64)
@@ -132,14 +124,14 @@ def _to_table(samples: list[dict[str, Any]]) -> pa.Table:
         "task": pa.array([s["task"] for s in samples], pa.string()),
         "status": pa.array([s["status"] for s in samples], pa.string()),
         "detail": pa.array([s["detail"] for s in samples], pa.string()),
-        "media_kind": pa.array([s["media_kind"] for s in samples], pa.int8()),
+        "media_kind": pa.array([int(s["media_kind"]) for s in samples], pa.int8()),
         "num_media_frames": pa.array([len(s["frames"]) for s in samples], pa.int32()),
         "frames": frames_column,
         "media_bytes": pa.array([s["media_bytes"] for s in samples], pa.int64()),
-        "input_ids": _list_column([t.input_ids if t else empty for t in tokens], np.int32, pa.int32()),
-        "labels": _list_column([t.labels if t else empty for t in tokens], np.int32, pa.int32()),
-        "coord_values": _list_column([t.coord_values if t else empty for t in tokens], np.float32, pa.float32()),
-        "truncated": pa.array([bool(t and t.truncated) for t in tokens], pa.bool_()),
+        "input_ids": _list_column([t.input_ids for t in tokens], np.int32, pa.int32()),
+        "labels": _list_column([t.labels for t in tokens], np.int32, pa.int32()),
+        "coord_values": _list_column([t.coord_values for t in tokens], np.float32, pa.float32()),
+        "truncated": pa.array([t.truncated for t in tokens], pa.bool_()),
     }
     return pa.table(columns, schema=SAMPLE_SCHEMA)
 
@@ -154,42 +146,21 @@ def check_against_model(cfg: DataConfig, config: LlavaSTConfig) -> None:
                           f"{config.image_size} px frames; remove data.image_size or make them equal")
 
 
-def _read_shards(batch: pa.Table, options: StorageOptions) -> pa.Table:
-    """The manifest rows of the shards (Parquet files) named in `batch`."""
-    tables = []
-    for uri in batch.column("shard").to_pylist():
-        fs, path = storage.arrow_filesystem(uri, options)
-        tables.append(pq.read_table(path, filesystem=fs, schema=manifest.SCHEMA))
-    return pa.concat_tables(tables)
+def build_dataset(rows: pa.Table, cfg: DataConfig, config: LlavaSTConfig, tokenizer: Any,
+                  secrets: SecretEnv | None = None) -> ray.data.Dataset:
+    """The decoded samples of manifest `rows`, one per row, in row order when the caller's DataContext
+    preserves order (the train loop sets it; a sample's place in the plan is then its place in the stream).
 
-
-def build_dataset(cfg: DataConfig, config: LlavaSTConfig, tokenizer: Any, world_size: int = 1) -> ray.data.Dataset:
-    """The training dataset of `cfg.manifest`: one row per manifest sample (plus < world_size pad rows).
-
-    Pass it to `TorchTrainer(datasets={"train": ...})` and read each worker's shard with
-    `llavast.data.collate.iter_batches`. The tokenizer must be the model's (coordinate tokens added).
-    Shards are read by light tasks (`read_num_cpus`) rather than `read_parquet`, whose listing task asks
-    for a whole CPU and deadlocks a small cluster whose CPUs the decoding actors and trainers hold.
+    Blocks of `decode_batch_size` rows let the actor pool decode in parallel. The tokenizer must be the
+    model's (coordinate tokens added). Each actor applies `secrets` (the job's resolved `${env:NAME}`
+    variables: S3 credentials, for one) to its own environment.
     """
     check_against_model(cfg, config)
-    summary = manifest.read_summary(cfg.manifest, cfg.storage)
-    shards = [storage.join(cfg.manifest, manifest.MANIFEST_DIR, name) for name in summary["shards"]]
-    light = {"num_cpus": cfg.read_num_cpus}
-    ds = ray.data.from_items([{"shard": uri} for uri in shards], override_num_blocks=max(1, len(shards)))
-    ds = ds.map_batches(_read_shards, fn_kwargs={"options": cfg.storage}, batch_size=1, batch_format="pyarrow",
-                        **light)
-    pads = -summary["total"] % world_size
-    if pads:
-        ds = ds.union(ray.data.from_arrow(manifest.pad_rows(pads)))
-    if cfg.shuffle == "rows":
-        ds = ds.random_shuffle(seed=cfg.seed, **light)
-    elif cfg.shuffle == "blocks":
-        ds = ds.randomize_block_order(seed=cfg.seed)
-    log.info("streaming %d samples (+%d pad rows) from %s", summary["total"], pads, cfg.manifest)
-    return ds.map_batches(
-        PrepareSamples, batch_size=cfg.decode_batch_size, batch_format="pyarrow", zero_copy_batch=True,
+    size = cfg.decode_batch_size
+    blocks = [rows.slice(i, size) for i in range(0, rows.num_rows, size)]
+    return ray.data.from_arrow(blocks).map_batches(
+        PrepareSamples, batch_size=size, batch_format="pyarrow", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=cfg.decode_concurrency), num_cpus=cfg.decode_num_cpus,
         udf_modifying_row_count=False,
         fn_constructor_kwargs={"tokenizer": tokenizer, "config": config, "max_length": cfg.max_length,
-                               "options": cfg.storage, "fetch_threads": cfg.fetch_threads},
-    )
+                               "options": cfg.storage, "fetch_threads": cfg.fetch_threads, "secrets": secrets})

@@ -92,6 +92,15 @@ class ConversationTokenizer:
         return TokenizedSample(np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32),
                                self._coord_values(ids, variables), truncated)
 
+    def placeholder(self, kind: MediaKind) -> TokenizedSample:
+        """A target-less sample of media `kind`: the system turn, a user turn with the visual block, no
+        label. It stands in for a sample that could not be delivered, so the micro-batch keeps its size and
+        media kind (every rank runs the same modules) and adds nothing to the gradient."""
+        visual = [] if kind == MediaKind.TEXT else [self.visual[kind][1]] * self.visual[kind][2]
+        ids = self.system + self.header["user"] + visual + self.footer
+        return TokenizedSample(np.asarray(ids, dtype=np.int32), np.full(len(ids), IGNORE_INDEX, dtype=np.int32),
+                               np.zeros(len(ids), dtype=np.float32), False)
+
     def _coord_values(self, ids: list[int], variables: dict[str, list[float]]) -> np.ndarray:
         values = np.zeros(len(ids), dtype=np.float32)
         cursor: dict[str, int] = {}

@@ -45,7 +45,7 @@ def node_resources(job: BaseModel) -> dict[str, float]:
         c, d = job.compute, job.data
         # each training worker runs its own decoding actors (docs/training.md, "Data")
         per_worker = c.cpus_per_worker + d.decode_concurrency * d.decode_num_cpus
-        needs = {"CPU": c.num_workers * per_worker + getattr(d, "read_num_cpus", 0.0)}
+        needs = {"CPU": c.num_workers * per_worker}
         if c.gpus_per_worker:
             needs["GPU"] = c.num_workers * c.gpus_per_worker
         if c.accelerator_type:

@@ -1,5 +1,5 @@
-"""The per-worker training loop: build the stage model -> DeepSpeed -> resume -> stream this rank's data
--> step, log, checkpoint -> export the stage artifact. Ray Train runs `train_loop_per_worker` on every
+"""The per-worker training loop: build the stage model -> DeepSpeed -> resume -> stream this rank's planned
+rows -> step, log, checkpoint -> export the stage artifact. Ray Train runs `train_loop_per_worker` on every
 worker; everything it calls is a small helper, so the loop reads top to bottom.
 """
 
@@ -9,11 +9,13 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import deepspeed
+import ray
 import ray.train
 import ray.train.torch
 import ray.util
@@ -23,10 +25,13 @@ from ray.train import CheckpointUploadMode
 
 from llavast.config.secrets import SecretEnv
 from llavast.config.stage import StageJobConfig
-from llavast.data.collate import DataStats, iter_batches
+from llavast.data.collate import DataStats, StreamBatch, iter_batches
+from llavast.data.manifest import Blocks, read_rows
+from llavast.data.pipeline import build_dataset
+from llavast.data.plan import RankPlan
 from llavast.failures import WorkerError
 from llavast.tracking import MetricsLogger, save_unsent
-from llavast.train import callbacks, shard
+from llavast.train import callbacks
 from llavast.train.artifact import read_artifact, write_artifact
 from llavast.train.checkpoint import Progress, checkpoint_dir_name, load_checkpoint, save_checkpoint
 from llavast.train.ds_config import deepspeed_config
@@ -34,8 +39,8 @@ from llavast.train.files import download_dir, upload_dir
 from llavast.train.metrics import StepMeter
 from llavast.train.optim import build_optimizer, cosine_with_warmup, optimizer_groups
 from llavast.train.policy import resolve_policy
-from llavast.train.stage_model import build_stage_model, export_artifact
-from llavast.train.step import ReplayModule, ReplayStep, Zero3Step, register_external_parameters
+from llavast.train.stage_model import StageModel, build_stage_model, export_artifact
+from llavast.train.step import EngineRoot, micro_step, register_external_parameters
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,8 @@ class LoopArgs:
     artifact_uri: str  # where this stage's artifact goes
     unsent_metrics_uri: str  # where rank 0 keeps the metric points MLflow did not take (replayed by the driver)
     total_steps: int
+    blocks: Blocks  # where the manifest's row groups are (the plans number rows block by block)
+    rank_plans: tuple[Any, ...]  # one ObjectRef per rank: its RankPlan (data/plan.py), made once by the driver
     lineage: dict[str, str] = field(default_factory=dict)
 
 
@@ -97,7 +104,6 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
     stage.model.to(device)
 
     # 2. DeepSpeed around a torch AdamW (one group per trainable part) and the cosine schedule.
-    # DeepSpeed wraps a ReplayModule: exact gradients in a fixed order under ZeRO 0-2 (train/step.py).
     groups = optimizer_groups(stage.model, stage.hooks, stage.policy, job.train)
     optimizer = build_optimizer(groups)
     scheduler = cosine_with_warmup(optimizer, args.total_steps, job.train.warmup_ratio)
@@ -105,12 +111,9 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
     if zero3:
         register_external_parameters(stage.model)
     engine, _, _, _ = deepspeed.initialize(
-        model=ReplayModule(stage.model), optimizer=optimizer, lr_scheduler=scheduler,
+        model=EngineRoot(stage.model), optimizer=optimizer, lr_scheduler=scheduler,
         config=deepspeed_config(job.deepspeed, job.train, use_gpu=job.compute.use_gpu,
                                 trainable_numel=sum(p.numel() for g in groups for p in g["params"])))
-    pad_id, mb = stage.tokenizer.pad_token_id, job.train.micro_batch_size
-    micro_step = Zero3Step(engine, stage.model.config, pad_id, mb, device) if zero3 else \
-        ReplayStep(engine, pad_id, device)
 
     # 3. Resume from the latest checkpoint Ray Train hands back, if any.
     step, dropped, consumed = 0, 0, 0
@@ -128,28 +131,24 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
     if logger is not None and checkpoint is not None:
         logger.log({"resumed_from_step": step}, step=step)
 
-    # 4. This rank's samples from the position the step implies to the last step, epochs concatenated.
-    per_step = mb * job.train.grad_accum_steps
-    rows = shard.remaining_rows(job.data, job.deepspeed.zero_stage, rank, world, per_step, mb, step,
-                                args.total_steps)
-    kinds = rows.column("media_kind").to_pylist()[::mb]  # each micro-batch's media kind (ZeRO-3 plans)
-    batches = iter_batches(shard.rank_dataset(job.data, rows, stage.model.config, stage.tokenizer, secrets), mb, pad_id,
-                           stage.model.config.image_size, prefetch_batches=job.data.prefetch_batches) if kinds else None
+    # 4. This rank's planned rows from the resume step on; each micro-batch holds the plan's media kind.
+    plan: RankPlan = ray.get(args.rank_plans[rank])
+    batches = _planned_batches(args, plan, step, stage, secrets)
     stats, metrics = DataStats(), {}
-    for micro in range(0, len(kinds), job.train.grad_accum_steps):
+    while step < args.total_steps:
         meter, uids = StepMeter(), []
-        for kind in kinds[micro:micro + job.train.grad_accum_steps]:
+        for _ in range(job.train.grad_accum_steps):
             waited = time.perf_counter()
-            batch = next(batches).to(device)  # type: ignore[arg-type]
+            batch = next(batches).to(device)
             waited = time.perf_counter() - waited
             stats.update(batch)
             uids += batch.uids
-            out = micro_step(batch, kind)
+            out = micro_step(engine, batch)
             meter.add(out.loss, out.target_tokens, batch.size, out.tokens, waited, batch.num_dropped)
         step += 1
         metrics = _step_metrics(meter, engine, device, world)
         dropped += int(metrics.pop("dropped"))
-        consumed += int(metrics["samples"])  # real samples of all ranks: pads and dropped ones are not in it
+        consumed += int(metrics["samples"])  # delivered samples of all ranks: stand-ins of dropped ones are not in it
         metrics.update(dropped_samples=dropped, samples_consumed=consumed)
         if logger is not None and step % job.train.log_every == 0:
             logger.log(metrics, step=step)
@@ -174,6 +173,27 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
         if kept is not None:
             log.warning("MLflow is unreachable: metric points kept in %s, replayed by the driver", kept)
     ray.train.report({**metrics, "step": step, "artifact_written": 1.0})
+
+
+def _planned_batches(args: LoopArgs, plan: RankPlan, step: int, stage: StageModel,
+                     secrets: SecretEnv) -> Iterator[StreamBatch]:
+    """This rank's micro-batches from optimizer step `step` to the last: the rest of the current epoch's
+    rows, then the following (reshuffled) epochs', each epoch read (its rows only) when it starts."""
+    job, mb = args.job, args.job.train.micro_batch_size
+    epoch, offset = plan.position(step)
+    remaining = (args.total_steps - step) * plan.batching.rows_per_rank_step
+    while remaining > 0:
+        rows = plan.rows[epoch][offset:offset + remaining]
+        kinds = plan.micro_kinds[epoch][offset // mb:(offset + len(rows)) // mb]
+        dataset = build_dataset(read_rows(args.blocks, rows, job.data.storage), job.data, stage.model.config,
+                                stage.tokenizer, secrets)
+        batches = iter_batches(dataset, mb, stage.tokenizer.pad_token_id, stage.model.config.image_size,
+                               prefetch_batches=job.data.prefetch_batches)
+        for kind, batch in zip(kinds, batches, strict=True):
+            if batch.media_kinds != {int(kind)}:  # a stream out of plan order would desynchronise DeepSpeed
+                raise AssertionError(f"micro-batch of media kinds {batch.media_kinds}, the plan says {int(kind)}")
+            yield batch
+        remaining, epoch, offset = remaining - len(rows), epoch + 1, 0
 
 
 def _hooks_of(job: StageJobConfig) -> Any:

@@ -20,7 +20,8 @@ from llavast import storage
 from llavast.config.stage import StageJobConfig
 from llavast.errors import StorageError, TrainError
 from llavast.tracking import ResolvedInit, Tracker, check_reachable, resolve_init_from
-from llavast.train import callbacks, shard
+from llavast.data.manifest import manifest_files
+from llavast.train import callbacks
 
 PROBE_PREFIX = ".llavast-preflight-"
 
@@ -40,8 +41,7 @@ def preflight(job: StageJobConfig) -> Checked:
     if not storage.exists(storage.join(job.model.base, "config.json"), options):
         raise TrainError(f"model.base: {job.model.base} is not a readable model directory (no config.json); "
                          "point it at a LLaVA-OneVision or LLaVA-ST checkpoint directory")
-    shard.check_data_config(job.data)
-    shard.manifest_files(job.data)  # a finished index with shards, or a DataError naming the fix
+    manifest_files(job.data.manifest, job.data.storage)  # a finished index with shards, or a DataError naming the fix
     parent = None
     if job.model.init_from:
         parent = resolve_init_from(job.model.init_from, tracker)  # a missing alias/version: TrackingError

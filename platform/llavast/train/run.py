@@ -1,8 +1,8 @@
 """One stage end to end, on the driver: resolve, track, plan, train on Ray, register.
 
     preflight (MLflow, base model, manifest, init_from, a writable storage root) -> the stage's lease ->
-    the stage's MLflow run (created, or continued when the same job runs again) -> plan the steps from the
-    manifest -> TorchTrainer.fit(), unless a record says this run trained already -> replay the metric points
+    the stage's MLflow run (created, or continued when the same job runs again) -> plan every rank's rows
+    from the manifest's layout (once, here; each worker gets its own plan) -> TorchTrainer.fit(), unless a record says this run trained already -> replay the metric points
     MLflow did not take -> register the artifact, move the stage alias, tag lineage -> finish the run.
     Any failure after the run exists ends it FAILED, with the reason in its `llavast.error` tag; MLflow down
     after training is `RegistrationPending` instead: the run is not failed, and a re-run only registers.
@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import ray
 
 from llavast import storage
 from llavast.config.loader import fingerprint
@@ -36,7 +39,8 @@ from llavast.tracking import (
     register_stage_artifact,
     replay_unsent,
 )
-from llavast.train import shard
+from llavast.data import plan
+from llavast.data.manifest import Blocks, read_layout
 from llavast.train.loop import LoopArgs
 from llavast.train.preflight import Checked, preflight
 from llavast.train.trainer import build_trainer, latest_checkpoint_step, stage_run_name
@@ -59,15 +63,35 @@ class StageResult:
     metrics: dict[str, Any]
 
 
-def plan_total_steps(job: StageJobConfig) -> int:
-    """Optimizer steps of the stage, from the manifest size, worker count and batch sizes."""
-    shard.check_data_config(job.data)
-    samples = shard.read_samples(job.data, shard.manifest_files(job.data))
-    world = job.compute.num_workers
-    plan = shard.plan_epoch(samples, job.data.shuffle, job.data.seed, 0, world,
-                            shard.group_size_for(job.deepspeed.zero_stage, world, job.train.micro_batch_size))
-    per_epoch = shard.steps_per_epoch(plan, job.train.micro_batch_size * job.train.grad_accum_steps)
-    return shard.total_steps(job.train.max_steps, job.train.epochs, per_epoch)
+@dataclass(frozen=True)
+class StagePlan:
+    blocks: Blocks
+    layout: plan.Layout
+    batching: plan.Batching
+    total_steps: int
+
+
+def plan_stage(job: StageJobConfig) -> StagePlan:
+    """The manifest's layout (row-group sizes and media kinds, nothing else) and the stage's step count."""
+    blocks, layout = read_layout(job.data.manifest, job.data.storage)
+    batching = plan.Batching(job.compute.num_workers, job.train.micro_batch_size, job.train.grad_accum_steps)
+    per_epoch = plan.steps_per_epoch(layout, batching)
+    return StagePlan(blocks, layout, batching, plan.total_steps(job.train.max_steps, job.train.epochs, per_epoch))
+
+
+def hand_out_plans(job: StageJobConfig, stage_plan: StagePlan) -> tuple[tuple[Any, ...], list[int]]:
+    """Every epoch's plan, made once; each rank's share put in Ray's object store (a worker fetches its own).
+    Returns the refs (one per rank) and the rows each epoch leaves out."""
+    started = time.perf_counter()
+    epochs = plan.plan_stage(stage_plan.layout, stage_plan.batching, job.data.shuffle, job.data.seed,
+                             stage_plan.total_steps)
+    refs = tuple(ray.put(plan.rank_plan(epochs, rank, stage_plan.layout, stage_plan.batching))
+                 for rank in range(stage_plan.batching.world_size))
+    left_out = [p.left_out for p in epochs]
+    log.info("planned %d epoch(s) of %d rows for %d workers in %.1f s; left out per epoch: %s",
+             len(epochs), len(stage_plan.layout.kinds), stage_plan.batching.world_size,
+             time.perf_counter() - started, left_out)
+    return refs, left_out
 
 
 def run_stage(job: StageJobConfig, checked: Checked | None = None,
@@ -124,7 +148,8 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
     unsent = storage.join(root, UNSENT_DIR, run_name)
     replay_unsent(tracker, run_id, unsent, options)  # points an earlier attempt kept through an outage
     tracker.log_params(run_id, flatten_params(redact_config(job.model_dump(mode="json"))))
-    total = plan_total_steps(job)
+    stage_plan = plan_stage(job)
+    total = stage_plan.total_steps
     tracker.log_params(run_id, {"resolved.total_steps": str(total), "resolved.fingerprint": fp})
     artifact_uri = storage.join(root, ARTIFACTS_DIR, run_name)
     record_uri = storage.join(root, TRAINED_DIR, f"{run_name}.json")
@@ -135,8 +160,12 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
         parent_dir = parent.uri if parent else None
         if parent is not None and parent.needs_mlflow_download:  # registered from a local storage root
             parent_dir = str(download_artifact(parent, tracker, Path(tempfile.mkdtemp(prefix="llavast-parent-"))))
+        rank_plans, left_out = hand_out_plans(job, stage_plan)
+        for epoch, rows in enumerate(left_out):  # rows the single-media micro-steps and whole steps leave out
+            tracker.log_metrics(run_id, {"data/left_out_samples": float(rows)}, step=epoch)
         args = LoopArgs(job=job, fingerprint=fp, run_name=run_name, mlflow_run_id=run_id, parent_dir_uri=parent_dir,
-                        artifact_uri=artifact_uri, unsent_metrics_uri=unsent, total_steps=total, lineage=lineage)
+                        artifact_uri=artifact_uri, unsent_metrics_uri=unsent, total_steps=total,
+                        blocks=stage_plan.blocks, rank_plans=rank_plans, lineage=lineage)
         log.info("stage %d: %d steps on %d workers, run %s", job.train.stage, total, job.compute.num_workers,
                  run_name)
         metrics = dict(build_trainer(args, env_vars, secrets).fit().metrics or {})
