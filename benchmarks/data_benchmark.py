@@ -4,7 +4,7 @@
 
 For each N: (1) the plain loop: one process reads each manifest row's media, decodes N frames with decord,
 resizes with numpy (nearest neighbour) and tokenises; (2) the pipeline: `build_dataset` + `iter_batches`
-on a local Ray with 2 CPUs, consumed as fast as possible; (3) the pipeline under a consumer that spends
+on a local Ray with 2 CPUs (the manifest rows a one-worker plan reads, through the builder training uses), consumed as fast as possible; (3) the pipeline under a consumer that spends
 200 ms per batch (a stand-in for the training step), reporting the fraction of wall time spent waiting
 for data. Frames are the real model's 384 x 384; videos 320 x 240, 100-150 frames. Prints a table and
 writes JSON; it is not a test.
@@ -75,11 +75,13 @@ def pipeline(index: str, config, tokenizer, step_s: float) -> dict:
     """Stream the index through build_dataset + iter_batches; `step_s` of simulated work per batch."""
     from llavast.config.data import DataConfig
     from llavast.data.collate import DataStats, iter_batches
+    from llavast.data.manifest import read_layout, read_rows
     from llavast.data.pipeline import build_dataset
 
     cfg = DataConfig(manifest=index, decode_concurrency=2, decode_num_cpus=0.85, decode_batch_size=BATCH,
                      fetch_threads=4, shuffle="none")
-    ds = build_dataset(cfg, config, tokenizer)
+    blocks, layout = read_layout(index, cfg.storage)
+    ds = build_dataset(read_rows(blocks, np.arange(len(layout.kinds)), cfg.storage), cfg, config, tokenizer)
     stats, waited, first = DataStats(), 0.0, None
     start = time.perf_counter()
     it = iter(iter_batches(ds.iterator(), BATCH, tokenizer.pad_token_id, config.image_size, prefetch_batches=2))

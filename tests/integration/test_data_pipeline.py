@@ -1,8 +1,10 @@
-"""synth -> index -> stream into a 2-worker Ray Train run, over s3:// (moto server) and file://.
+"""synth -> index -> plan -> each of 2 Ray Train workers streams its planned rows, over s3:// (moto) and file://.
 
-Every valid sample arrives exactly once per epoch across the workers; a corrupt mp4 is dropped and
-counted at the consumer; a missing file is quarantined at index time (or dropped and counted when it
-disappears after indexing); nothing else is lost.
+The driver plans once and hands each worker its plan through the object store; a worker reads only its
+rows and builds its stream with the one builder (`data/pipeline.build_dataset`). Per epoch every planned
+sample arrives exactly once across the workers, in single-media micro-batches; a corrupt mp4 arrives as a
+counted stand-in; a missing file is quarantined at index time (or a counted stand-in when it disappears
+after indexing); the rows the plan leaves out are counted; nothing else is lost.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray.cloudpickle
@@ -21,8 +24,10 @@ from ray.train.torch import TorchTrainer
 
 from llavast import storage
 from llavast.config.data import DataConfig
+from llavast.data import plan
 from llavast.data.collate import DataStats, iter_batches
 from llavast.data.index import build_index
+from llavast.data.manifest import read_layout, read_rows
 from llavast.data.pipeline import build_dataset
 from llavast.data.synth import SynthSpec, synthesize
 from llavast.storage import StorageOptions
@@ -35,22 +40,26 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers canno
 
 
 def consume(loop_config: dict) -> None:
-    """A Ray Train loop that only reads data: check the batch contract, record uids and drop counts."""
-    shard = ray.train.get_dataset_shard("train")
+    """A Ray Train loop that only reads data: its plan's rows, epoch by epoch, through the one builder."""
+    from ray.data import DataContext
+
+    DataContext.get_current().execution_options.preserve_order = True
     rank = ray.train.get_context().get_world_rank()
-    s, frames = loop_config["image_size"], loop_config["num_frames"]
+    mine: plan.RankPlan = ray.get(loop_config["plans"][rank])
+    cfg, config, tokenizer = loop_config["cfg"], loop_config["config"], loop_config["tokenizer"]
+    s, frames = config.image_size, config.num_frames
     epochs = []
-    for _ in range(EPOCHS):
+    for rows, kinds in zip(mine.rows, mine.micro_kinds, strict=True):
         stats, uids, steps = DataStats(), [], 0
-        for batch in iter_batches(shard, batch_size=4, pad_token_id=loop_config["pad"], image_size=s):
+        dataset = build_dataset(read_rows(loop_config["blocks"], rows, cfg.storage), cfg, config, tokenizer)
+        for kind, batch in zip(kinds, iter_batches(dataset, 1, tokenizer.pad_token_id, s), strict=True):
             steps += 1
             stats.update(batch)
             uids += batch.uids
-            if batch.inputs is None:
-                continue
             x = batch.inputs
+            assert batch.media_kinds == {int(kind)}, "the plan's media kind, in the plan's order"
             b, length = x["input_ids"].shape
-            assert b == batch.size and x["labels"].shape == x["coord_values"].shape == (b, length)
+            assert b == 1 and x["labels"].shape == x["coord_values"].shape == (b, length)
             expected = sum({0: 0, 1: 1, 2: frames}[int(k)] for k in x["media_kind"])
             assert x["pixel_values"].shape == (expected, 3, s, s)
             assert float(x["pixel_values"].min()) >= -1.0 and float(x["pixel_values"].max()) <= 1.0
@@ -99,16 +108,21 @@ def test_stream_into_ray_train(backend: str, ray_local, s3_server, tmp_path: Pat
     add_coordinate_tokens(tokenizer, config)
     cfg = DataConfig(manifest=index, storage=options, num_frames=config.num_frames, decode_concurrency=1,
                      decode_num_cpus=0.5, decode_batch_size=8, shuffle="rows", seed=1)
-    dataset = build_dataset(cfg, config, tokenizer, world_size=2)
+    blocks, layout = read_layout(index, options)
+    batching = plan.Batching(world_size=2, micro_batch_size=1, grad_accum_steps=1)
+    epochs = plan.plan_stage(layout, batching, cfg.shuffle, cfg.seed, EPOCHS * plan.steps_per_epoch(layout, batching))
+    assert len(epochs) == EPOCHS
+    by_row = read_rows(blocks, np.arange(len(layout.kinds)), options).column("uid").to_pylist()  # row number -> uid
+    assert sorted(by_row) == sorted(r["uid"] for r in manifest)
+    refs = [ray.put(plan.rank_plan(epochs, r, layout, batching)) for r in range(2)]
     out = tmp_path / "consumed"
     out.mkdir()
     trainer = TorchTrainer(
         consume,
-        train_loop_config={"out": str(out), "pad": tokenizer.pad_token_id, "image_size": config.image_size,
-                           "num_frames": config.num_frames},
+        train_loop_config={"out": str(out), "plans": refs, "blocks": blocks, "cfg": cfg, "config": config,
+                           "tokenizer": tokenizer},
         scaling_config=ScalingConfig(num_workers=2, use_gpu=False, resources_per_worker={"CPU": 0.25}),
         run_config=RunConfig(name=f"consume-{backend}", storage_path=str(tmp_path / "ray_results")),
-        datasets={"train": dataset},
     )
     trainer.fit()
 
@@ -116,11 +130,14 @@ def test_stream_into_ray_train(backend: str, ray_local, s3_server, tmp_path: Pat
     for epoch in range(EPOCHS):
         per_worker = [ranks[r][epoch] for r in range(2)]
         seen = Counter(uid for w in per_worker for uid in w["uids"])
-        assert set(seen) == valid and max(seen.values()) == 1, "each valid sample exactly once per epoch"
+        planned = {by_row[r] for r in epochs[epoch].rows.reshape(-1)}
+        assert max(seen.values()) == 1, "each sample at most once per epoch"
+        assert set(seen) == planned & valid, "every planned valid sample arrives"
         assert per_worker[0]["steps"] == per_worker[1]["steps"], "workers stay in step"
         dropped = Counter()
         for w in per_worker:
             dropped.update({k.removeprefix("data/dropped_"): v for k, v in w["metrics"].items()
                             if k.startswith("data/dropped_")})
-        assert dropped == {"decode_error": len(corrupt_uids), "fetch_error": len(vanished_uids)}
-        assert sum(w["metrics"]["data/samples"] for w in per_worker) == len(valid)
+        assert dropped == {"decode_error": len(corrupt_uids & planned), "fetch_error": len(vanished_uids & planned)}
+        assert sum(w["metrics"]["data/samples"] for w in per_worker) == len(valid & planned)
+        assert epochs[epoch].left_out == len(manifest) - len(planned) < 2 * 3  # < one micro-step per media kind
