@@ -49,16 +49,16 @@ def _model():
     from llavast.train.lora import LoraSpec, add_lora
     from model_zoo.llava_st import LlavaSTForCausalLM, tiny_config
 
-    hooks = model_zoo.spec("llava_st").policy
+    contract = model_zoo.spec("llava_st")
     torch.manual_seed(0)
     model = LlavaSTForCausalLM(tiny_config())
-    add_lora(model, LoraSpec(r=4, alpha=8, dropout=0.0, target_modules=hooks.lora_target_modules(model)))
+    add_lora(model, LoraSpec(r=4, alpha=8, dropout=0.0, target_modules=contract.lora_target_modules(model)))
     with torch.no_grad():  # a non-zero B, so the LoRA A matrices get gradients too
         for name, p in model.named_parameters():
             if ".lora_B." in name:
                 p.normal_(0, 0.02)
-    hooks.apply_stage(model, {"lora", "stp", "lape"}, True)
-    return model, hooks
+    contract.apply_stage(model, {"lora", "stp", "lape"}, True)
+    return model, contract
 
 
 def one_step(loop_config: dict) -> None:
@@ -74,7 +74,7 @@ def one_step(loop_config: dict) -> None:
 
     zero, strategy = loop_config["zero_stage"], loop_config["strategy"]
     rank = ray.train.get_context().get_world_rank()
-    model, hooks = _model()
+    model, contract = _model()
     model.activation_checkpointing_enable()
     video, video2, image = _batches(model.config)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -91,14 +91,14 @@ def one_step(loop_config: dict) -> None:
         lost = StreamBatch(inputs=None, uids=[], dropped={"decode_error": 1})
         batch = [StreamBatch(inputs=video, uids=["s0"]), lost][rank]
         Zero3Step(engine, model.config, pad_id=0, micro_batch_size=1, device=torch.device("cpu"))(batch, kind=2)
-    after = snapshot(model, hooks, {"lora", "stp", "lape"}, zero == 3)
+    after = snapshot(model, contract, {"lora", "stp", "lape"}, zero == 3)
     if rank == 0:
         save_file({k: v.contiguous() for k, v in after.items()}, loop_config["out"])
 
 
 def _expected(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """SGD with lr 1 on the mean of the per-rank gradients, computed in one process without DeepSpeed."""
-    model, hooks = _model()
+    model, contract = _model()
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [model.get_parameter(n) for n in names]
     total = [torch.zeros_like(p) for p in params]
