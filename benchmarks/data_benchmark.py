@@ -45,9 +45,9 @@ def plain_loop(rows: list[dict], config, tokenizer) -> dict:
 
     from llavast import storage
     from llavast.data.media import frame_indices
-    from llavast.data.records import MediaKind
     from llavast.data.tokenize import ConversationTokenizer
     from llavast.storage import StorageOptions
+    from model_zoo.contract import MediaKind
 
     tok = ConversationTokenizer(tokenizer, config, 32768)
     size, n = config.image_size, config.num_frames

@@ -25,7 +25,7 @@ LR = 1.0
 
 def _batches(config) -> list[dict[str, torch.Tensor]]:
     """A video sample with a coordinate target, a second video, an image (right-padded single rows)."""
-    from model_zoo.llava_st.modeling import IGNORE_INDEX
+    from model_zoo.contract import IGNORE_INDEX
 
     v = config.text_vocab_size + config.coord_vocab_size  # <TEMP-INPUT>; +1 is <TEMP-OUTPUT>
     specs = [(2, [10, 11, 12], [20, v + 1, 21], 0.6), (2, [13, 14], [22, 23, 24], 0.0), (1, [15, 16], [25, 26], 0.0)]

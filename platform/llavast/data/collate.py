@@ -21,7 +21,7 @@ import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
 from llavast.data.pipeline import OK, PAD
-from model_zoo.llava_st.modeling import IGNORE_INDEX
+from model_zoo.contract import IGNORE_INDEX
 
 
 @dataclass

@@ -18,9 +18,10 @@ import pyarrow as pa
 
 from llavast import storage
 from llavast.data.annotations import MixtureEntry
-from llavast.data.records import VARIABLE_KEYS, MediaKind, Task, media_of, split_window
+from llavast.data.records import VARIABLE_KEYS, Task, media_of, split_window
 from llavast.errors import DataError
 from llavast.storage import StorageOptions
+from model_zoo.contract import MediaKind
 
 VARIABLES_TYPE = pa.struct([pa.field(k, pa.list_(pa.float64())) for k in VARIABLE_KEYS])
 SCHEMA = pa.schema([

@@ -30,11 +30,10 @@ from llavast.config.data import DataConfig
 from llavast.config.secrets import SecretEnv
 from llavast.data import manifest
 from llavast.data.media import MediaDecodeError, decode_image, decode_video
-from llavast.data.records import MediaKind
 from llavast.data.tokenize import ConversationTokenizer, SampleTooLong
 from llavast.errors import ConfigError, StorageError
 from llavast.storage import StorageOptions
-from model_zoo.llava_st.config import LlavaSTConfig
+from model_zoo.contract import MediaKind, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ SAMPLE_SCHEMA = pa.schema([
 class PrepareSamples:
     """Ray Data actor: manifest rows -> sample rows (frames as uint8 bytes, token ids, labels, values)."""
 
-    def __init__(self, tokenizer: Any, config: LlavaSTConfig, max_length: int, options: StorageOptions,
+    def __init__(self, tokenizer: Any, config: ModelConfig, max_length: int, options: StorageOptions,
                  fetch_threads: int, secrets: SecretEnv | None = None) -> None:
         if secrets is not None:
             secrets.apply()  # this actor's own process: storage clients read credentials from the environment
@@ -144,7 +143,7 @@ def _to_table(samples: list[dict[str, Any]]) -> pa.Table:
     return pa.table(columns, schema=SAMPLE_SCHEMA)
 
 
-def check_against_model(cfg: DataConfig, config: LlavaSTConfig) -> None:
+def check_against_model(cfg: DataConfig, config: ModelConfig) -> None:
     """The data section may restate N and the frame size; a mismatch with the model is a config error."""
     if cfg.num_frames is not None and cfg.num_frames != config.num_frames:
         raise ConfigError(f"data.num_frames = {cfg.num_frames} but the model samples N = {config.num_frames} "
@@ -163,7 +162,7 @@ def _read_shards(batch: pa.Table, options: StorageOptions) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-def build_dataset(cfg: DataConfig, config: LlavaSTConfig, tokenizer: Any, world_size: int = 1) -> ray.data.Dataset:
+def build_dataset(cfg: DataConfig, config: ModelConfig, tokenizer: Any, world_size: int = 1) -> ray.data.Dataset:
     """The training dataset of `cfg.manifest`: one row per manifest sample (plus < world_size pad rows).
 
     Pass it to `TorchTrainer(datasets={"train": ...})` and read each worker's shard with

@@ -25,9 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from llavast.data.collate import StreamBatch
-from llavast.data.records import MediaKind
-
-IGNORE_INDEX = -100
+from model_zoo.contract import IGNORE_INDEX, MediaKind
 
 
 class ReplayModule(nn.Module):
