@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+import model_zoo
 from model_zoo.contract import MediaKind
-from model_zoo.llava_st import LlavaSTForCausalLM, build_tiny_checkpoint, load_tokenizer, tiny_config
+from model_zoo.llava_st import LlavaSTForCausalLM, load_tokenizer, tiny_config
 
 from .model_batches import make_batch, placeholder_id
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "llava-ov-tiny")
+    return model_zoo.spec("llava_st").write_demo_checkpoint(tmp_path_factory.mktemp("tiny") / "llava-ov-tiny")
 
 
 @pytest.fixture(scope="session")
