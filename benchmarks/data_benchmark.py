@@ -4,10 +4,10 @@
 
 For each N: (1) the plain loop: one process reads each manifest row's media, decodes N frames with decord,
 resizes with numpy (nearest neighbour) and tokenises; (2) the pipeline: `build_dataset` + `iter_batches`
-on a local Ray with 2 CPUs (the manifest rows a one-worker plan reads, through the builder training uses), consumed as fast as possible; (3) the pipeline under a consumer that spends
-200 ms per batch (a stand-in for the training step), reporting the fraction of wall time spent waiting
-for data. Frames are the real model's 384 x 384; videos 320 x 240, 100-150 frames. Prints a table and
-writes JSON; it is not a test.
+on a local Ray with 2 CPUs (the manifest rows a one-worker plan reads, through the builder training uses),
+consumed as fast as possible; (3) the pipeline under a consumer that spends 200 ms per batch (a stand-in for
+the training step), reporting the fraction of wall time spent waiting for data. Frames are the real model's
+384 x 384; videos 320 x 240, 100-150 frames. Prints a table and writes JSON; it is not a test.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ def plain_loop(rows: list[dict], config, tokenizer) -> dict:
 
     from llavast import storage
     from llavast.data.media import frame_indices
-    from llavast.data.records import MediaKind
     from llavast.data.tokenize import ConversationTokenizer
     from llavast.storage import StorageOptions
+    from model_zoo.contract import MediaKind
 
     tok = ConversationTokenizer(tokenizer, config, 32768)
     size, n = config.image_size, config.num_frames

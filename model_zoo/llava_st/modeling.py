@@ -18,12 +18,10 @@ from transformers import PreTrainedModel, Qwen2ForCausalLM, SiglipVisionModel
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.utils import ModelOutput
 
+from ..contract import IGNORE_INDEX, MediaKind
 from .config import LlavaSTConfig
 from .lape import LAPE, LAPETables
 from .stp import SpatialTemporalPacker
-
-IGNORE_INDEX = -100
-MEDIA_TEXT, MEDIA_IMAGE, MEDIA_VIDEO = 0, 1, 2
 
 
 @dataclass
@@ -102,7 +100,8 @@ class LlavaSTForCausalLM(PreTrainedModel):
     # ---- vision ---------------------------------------------------------------------------------------
     def encode_media(self, pixel_values: Tensor, media_kind: Tensor, tables: LAPETables) -> list[Tensor]:
         """Visual tokens of every sample with media, in batch order: (729, D) per image, (2520, D) per video."""
-        frames_per = torch.where(media_kind == MEDIA_VIDEO, self.config.num_frames, (media_kind == MEDIA_IMAGE).long())
+        frames_per = torch.where(media_kind == MediaKind.VIDEO, self.config.num_frames,
+                                 (media_kind == MediaKind.IMAGE).long())
         if int(frames_per.sum()) != pixel_values.shape[0]:
             raise ValueError(
                 f"pixel_values has {pixel_values.shape[0]} frames but media_kind asks for {int(frames_per.sum())} "
@@ -114,9 +113,9 @@ class LlavaSTForCausalLM(PreTrainedModel):
         features = self.mm_projector(patches)  # (F, g*g, D)
         grid = self.config.grid_size
         tokens = []
-        for kind, chunk in zip(media_kind[media_kind != MEDIA_TEXT].tolist(),
+        for kind, chunk in zip(media_kind[media_kind != MediaKind.TEXT].tolist(),
                                features.split(frames_per[frames_per > 0].tolist()), strict=True):
-            is_video = kind == MEDIA_VIDEO
+            is_video = kind == MediaKind.VIDEO
             if self.config.lape_enabled:
                 chunk = LAPE.inject(chunk, tables, grid, is_video)
             if is_video:
@@ -130,7 +129,7 @@ class LlavaSTForCausalLM(PreTrainedModel):
                             media_kind: Tensor | None, tables: LAPETables) -> Tensor:
         embeds = self.embed(input_ids, coord_values, tables)
         visual = (input_ids == self.config.image_token_id) | (input_ids == self.config.video_token_id)
-        if pixel_values is None or media_kind is None or not bool((media_kind != MEDIA_TEXT).any()):
+        if pixel_values is None or media_kind is None or not bool((media_kind != MediaKind.TEXT).any()):
             if visual.any():
                 raise ValueError("input_ids contain <image>/<video> tokens but no pixel_values/media_kind were given")
             return embeds
@@ -186,7 +185,7 @@ class LlavaSTForCausalLM(PreTrainedModel):
         (STP unused) or no coordinates (LAPE input tables unused) must still produce those gradients (zeros).
         """
         extra = (tables.input_all.sum() + tables.output_all.sum()) * 0.0
-        has_video = media_kind is not None and bool((media_kind == MEDIA_VIDEO).any())
+        has_video = media_kind is not None and bool((media_kind == MediaKind.VIDEO).any())
         if not has_video and any(p.requires_grad for p in self.stp.parameters()):
             grid = self.config.grid_size
             extra = extra + self.stp.participation(hidden.new_zeros(1, grid * grid, self.config.hidden_size))

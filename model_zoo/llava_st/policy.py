@@ -5,12 +5,15 @@ weights), stp, lape (the six tables). REFERENCE.md section 2:
     stage 1 content alignment   : stp                (LAPE off: rho_hat = 0)
     stage 2 coordinate alignment: lora + stp + lape
     stage 3 multi-task tuning   : lora + stp + lape  (stage-2 LoRA merged into the LLM, a new LoRA added)
+The platform reaches these through `model_zoo.spec("llava_st")` (`spec.py`, the model contract).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
+import torch
 from torch import Tensor, nn
 
 GROUPS = ("vision", "projector", "llm", "lora", "stp", "lape")
@@ -19,6 +22,9 @@ STAGE_TRAINABLE: dict[int, frozenset[str]] = {
     2: frozenset({"lora", "stp", "lape"}),
     3: frozenset({"lora", "stp", "lape"}),
 }
+# Groups absent from a LLaVA-OneVision base checkpoint: an artifact always carries them, so the next
+# stage continues from exactly these values (the release re-initialised STP every stage: bug 2).
+CARRIED_GROUPS = frozenset({"stp", "lape"})
 _WRAPPERS = re.compile(r"^(module\.|base_model\.model\.|_orig_mod\.)+")
 _PREFIX_GROUP = {"vision_tower": "vision", "mm_projector": "projector", "language_model": "llm", "stp": "stp",
                  "lape": "lape"}
@@ -87,3 +93,17 @@ def trainable_state_dict(model: nn.Module, groups: frozenset[str] | set[str]) ->
         canonical_name(name): param.detach().cpu().clone()
         for group in groups for name, param in parameter_groups(model)[group]
     }
+
+
+def load_trainable_state_dict(model: nn.Module, tensors: Mapping[str, Tensor]) -> None:
+    """Copy `trainable_state_dict` output into the model's parameters, matched by canonical name; every
+    name must exist with the same shape (ValueError otherwise)."""
+    params = {canonical_name(name): param for name, param in model.named_parameters()}
+    unknown = sorted(set(tensors) - set(params))
+    if unknown:
+        raise ValueError(f"weights name parameters the model does not have: {unknown[:3]}")
+    with torch.no_grad():
+        for name, value in tensors.items():
+            if params[name].shape != value.shape:
+                raise ValueError(f"weight {name}: shape {tuple(value.shape)}, model {tuple(params[name].shape)}")
+            params[name].copy_(value)

@@ -12,19 +12,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..contract import PLACEHOLDER_VARIABLES
 from .config import LlavaSTConfig
 
-IMAGE_TOKEN = "<image>"
-VIDEO_TOKEN = "<video>"
 AXES = ("TEMP", "HEIGHT", "WIDTH")
-PLACEHOLDER_VARIABLES: dict[str, str] = {
-    "<TEMP-INPUT>": "temporal_input_locations",
-    "<TEMP-OUTPUT>": "temporal_output_locations",
-    "<HEIGHT-INPUT>": "spatial_height_input_locations",
-    "<HEIGHT-OUTPUT>": "spatial_height_output_locations",
-    "<WIDTH-INPUT>": "spatial_width_input_locations",
-    "<WIDTH-OUTPUT>": "spatial_width_output_locations",
-}
 PLACEHOLDERS = tuple(PLACEHOLDER_VARIABLES)
 _RESERVED = "<|reserved_{}|>"
 _TOKEN_RE = re.compile(r"<(TEMP|HEIGHT|WIDTH)-(\d{3})>")

@@ -535,8 +535,8 @@ def demo(pipeline_file: Annotated[Path, typer.Option("--pipeline", help="The dem
     """
     import ray
 
+    import model_zoo
     from llavast.services import mlflow_up
-    from model_zoo.llava_st import build_tiny_checkpoint
 
     job = _load(pipeline_file, [])
     if job.kind != "pipeline" or job.config.tracking is None:
@@ -545,10 +545,10 @@ def demo(pipeline_file: Annotated[Path, typer.Option("--pipeline", help="The dem
     if url.hostname not in ("127.0.0.1", "localhost") or url.port is None:
         raise typer.BadParameter(f"the demo starts MLflow locally: tracking.uri must be http://127.0.0.1:<port>, "
                                  f"got {job.config.tracking.uri}")
-    for base in sorted({j.model.base for j in job.jobs.values() if j.kind == "stage"}):
+    for model, base in sorted({(j.model.name, j.model.base) for j in job.jobs.values() if j.kind == "stage"}):
         if not (Path(base) / "config.json").is_file():
-            with console.status(f"building the tiny LLaVA-OneVision base checkpoint in {base}"):
-                build_tiny_checkpoint(base)
+            with console.status(f"building the demo base checkpoint of {model} in {base}"):
+                model_zoo.spec(model).write_demo_checkpoint(base)
     with console.status("starting the MLflow server"):
         uri, _ = mlflow_up(mlflow_dir, url.port)
     capacity = _start_ray(None, num_cpus)

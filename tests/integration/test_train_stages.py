@@ -26,7 +26,7 @@ from tests.fixtures import callbacks
 from tests.fixtures.train import TrainWorld, unique
 
 pytestmark = pytest.mark.integration
-HOOKS = model_zoo.spec("llava_st").policy
+CONTRACT = model_zoo.spec("llava_st")
 POLICY = {1: {"stp"}, 2: {"lora", "stp", "lape"}, 3: {"lora", "stp", "lape"}}
 OVERFIT_STEPS = 32
 
@@ -71,7 +71,7 @@ def _changed_groups(before: dict[str, torch.Tensor], after: dict[str, torch.Tens
     out: dict[str, set[bool]] = {}
     for name, value in before.items():
         assert value.shape == after[name].shape and value.numel() > 0, name
-        out.setdefault(HOOKS.group_of(name), set()).add(not torch.equal(value, after[name]))
+        out.setdefault(CONTRACT.group_of(name), set()).add(not torch.equal(value, after[name]))
     return out
 
 
@@ -85,9 +85,9 @@ def test_exactly_the_policy_parameters_change(chain: Chain, stage: int) -> None:
 
 def test_stp_and_lape_carry_over_and_lora_merges(chain: Chain, train_world: TrainWorld, tmp_path: Path) -> None:
     s1, s2, s3 = (chain.stages[k] for k in (1, 2, 3))
-    for name in (n for n in s1.after if HOOKS.group_of(n) in {"stp", "lape"}):  # not re-initialised (bug 2)
+    for name in (n for n in s1.after if CONTRACT.group_of(n) in {"stp", "lape"}):  # not re-initialised (bug 2)
         assert torch.equal(s2.before[name], s1.after[name]), name
-    for name in (n for n in s2.after if HOOKS.group_of(n) in {"stp", "lape"}):
+    for name in (n for n in s2.after if CONTRACT.group_of(n) in {"stp", "lape"}):
         assert torch.equal(s3.before[name], s2.after[name]), name
     assert not any(".lora_" in n for n in s1.after)
     # Stage 3 starts with stage 2's adapter folded into the LLM: W = W0 + (alpha / r) B A, and a fresh one.

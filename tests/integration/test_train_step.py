@@ -6,7 +6,7 @@ Two micro-steps accumulate into one optimizer step, each single-media across ran
 2. images: rank 0 has one, rank 1's sample was lost and arrives as a target-less stand-in.
 DeepSpeed divides each micro-step's loss by the accumulation steps and averages over ranks, so the
 reference is SGD (lr 1) on the sum of the three real samples' gradients / 4, computed in one process.
-""" 
+"""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ LR = 1.0
 
 def _batches(config) -> list[dict[str, torch.Tensor]]:
     """Rank 0's video (coordinates in and out), rank 1's video (none), rank 0's image, rank 1's stand-in."""
-    from model_zoo.llava_st.modeling import IGNORE_INDEX
+    from model_zoo.contract import IGNORE_INDEX
 
     v = config.text_vocab_size + config.coord_vocab_size  # <TEMP-INPUT>; +1 is <TEMP-OUTPUT>
     specs = [(2, [10, v, 12], [20, v + 1, 21], {v: 0.3, v + 1: 0.6}), (2, [13, 14], [22, 23, 24], {}),
@@ -51,16 +51,16 @@ def _model():
     from llavast.train.lora import LoraSpec, add_lora
     from model_zoo.llava_st import LlavaSTForCausalLM, tiny_config
 
-    hooks = model_zoo.spec("llava_st").policy
+    contract = model_zoo.spec("llava_st")
     torch.manual_seed(0)
     model = LlavaSTForCausalLM(tiny_config())
-    add_lora(model, LoraSpec(r=4, alpha=8, dropout=0.0, target_modules=hooks.lora_target_modules(model)))
+    add_lora(model, LoraSpec(r=4, alpha=8, dropout=0.0, target_modules=contract.lora_target_modules(model)))
     with torch.no_grad():  # a non-zero B, so the LoRA A matrices get gradients too
         for name, p in model.named_parameters():
             if ".lora_B." in name:
                 p.normal_(0, 0.02)
-    hooks.apply_stage(model, {"lora", "stp", "lape"}, True)
-    return model, hooks
+    contract.apply_stage(model, {"lora", "stp", "lape"}, True)
+    return model, contract
 
 
 def one_step(loop_config: dict) -> None:
@@ -76,7 +76,7 @@ def one_step(loop_config: dict) -> None:
 
     zero = loop_config["zero_stage"]
     rank = ray.train.get_context().get_world_rank()
-    model, hooks = _model()
+    model, contract = _model()
     model.activation_checkpointing_enable()
     video0, video1, image0, lost1 = _batches(model.config)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -89,14 +89,14 @@ def one_step(loop_config: dict) -> None:
     engine, *_ = deepspeed.initialize(model=EngineRoot(model), optimizer=optimizer, config=config)
     for inputs in [(video0, video1), (image0, lost1)]:
         micro_step(engine, StreamBatch(inputs=inputs[rank], uids=[f"s{rank}"]))
-    after = snapshot(model, hooks, {"lora", "stp", "lape"}, zero == 3)
+    after = snapshot(model, contract, {"lora", "stp", "lape"}, zero == 3)
     if rank == 0:
         save_file({k: v.contiguous() for k, v in after.items()}, loop_config["out"])
 
 
 def _expected(batches: list[dict[str, torch.Tensor]], divisor: int) -> dict[str, torch.Tensor]:
     """SGD with lr 1 on the sum of the samples' gradients / divisor, in one process without DeepSpeed."""
-    model, hooks = _model()
+    model, contract = _model()
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [model.get_parameter(n) for n in names]
     total = [torch.zeros_like(p) for p in params]

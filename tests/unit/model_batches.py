@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from model_zoo.llava_st.modeling import IGNORE_INDEX, MEDIA_IMAGE, MEDIA_TEXT, MEDIA_VIDEO
+import model_zoo
+from model_zoo.contract import IGNORE_INDEX, MediaKind
 
 
 def placeholder_id(config, name: str) -> int:
@@ -19,17 +20,18 @@ def make_batch(config, samples: list[dict]) -> dict[str, torch.Tensor]:
     """
     rows, frames, kinds = [], [], []
     g = torch.Generator().manual_seed(1)
+    model = model_zoo.spec_of(config)
     for s in samples:
-        kind = s.get("kind", MEDIA_TEXT)
-        visual = {MEDIA_TEXT: [], MEDIA_IMAGE: [config.image_token_id] * config.image_seq_len,
-                  MEDIA_VIDEO: [config.video_token_id] * config.video_seq_len}[kind]
+        kind = s.get("kind", MediaKind.TEXT)
+        visual = ([] if kind == MediaKind.TEXT else
+                  [model.media_token_id(config, kind)] * model.visual_token_count(config, kind))
         ids = s["prompt"][:1] + visual + s["prompt"][1:] + s["answer"]
         labels = [IGNORE_INDEX] * (len(ids) - len(s["answer"])) + s["answer"]
         values = [0.0] * len(ids)
         for pos, v in s.get("values", {}).items():  # positions counted from the end of the sequence
             values[len(ids) + pos] = v
         rows.append((ids, labels, values))
-        n = {MEDIA_TEXT: 0, MEDIA_IMAGE: 1, MEDIA_VIDEO: config.num_frames}[kind]
+        n = model.frames_per_sample(config, kind)
         frames.append(torch.rand(n, 3, config.image_size, config.image_size, generator=g) * 2 - 1)
         kinds.append(kind)
     length = max(len(r[0]) for r in rows)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llavast.data.records import MediaKind
 from llavast.data.tokenize import ConversationTokenizer, SampleTooLong
+from model_zoo.contract import PLACEHOLDER_VARIABLES, MediaKind
 from model_zoo.llava_st import build_tiny_tokenizer, tiny_config
-from model_zoo.llava_st.vocab import PLACEHOLDER_VARIABLES, add_coordinate_tokens
+from model_zoo.llava_st.vocab import add_coordinate_tokens
 
 IGNORE = -100
 

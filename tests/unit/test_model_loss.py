@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
+from model_zoo.contract import MediaKind
 from model_zoo.llava_st import LlavaSTForCausalLM, tiny_config
-from model_zoo.llava_st.modeling import MEDIA_TEXT
 
 from .model_batches import make_batch, placeholder_id
 
@@ -56,7 +56,7 @@ def test_loss_is_averaged_over_the_batch_target_tokens_not_per_sample():
 
 def test_no_targets_gives_zero_loss_that_still_backpropagates():
     model = _model().train()
-    batch = make_batch(model.config, [{"prompt": [5, 6], "answer": [], "kind": MEDIA_TEXT}])
+    batch = make_batch(model.config, [{"prompt": [5, 6], "answer": [], "kind": MediaKind.TEXT}])
     out = model(**batch)
     out.loss.backward()
     assert out.loss.item() == 0.0 and out.num_target_tokens.item() == 0

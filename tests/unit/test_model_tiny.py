@@ -3,6 +3,7 @@
 import torch
 
 import model_zoo
+from model_zoo.contract import MediaKind
 from model_zoo.llava_st import (
     CoordinateVocab,
     LlavaSTForCausalLM,
@@ -11,7 +12,6 @@ from model_zoo.llava_st import (
     load_model,
     tiny_config,
 )
-from model_zoo.llava_st.modeling import MEDIA_IMAGE, MEDIA_VIDEO
 
 from .model_batches import make_batch
 
@@ -53,15 +53,15 @@ def test_forward_backward_video_and_image(tiny_model, video_batch, image_batch):
                      "language_model.model.layers.0.self_attn.q_proj.weight"):
             assert model.get_parameter(name).grad.abs().sum() > 0, name
         stp_grad = model.get_parameter("stp.step1.to_q.0.weight").grad
-        is_video = batch["media_kind"][0].item() == MEDIA_VIDEO
+        is_video = batch["media_kind"][0].item() == MediaKind.VIDEO
         assert (stp_grad is not None and stp_grad.abs().sum() > 0) == is_video  # images skip STP
 
 
 def test_mixed_batch_text_image_video(tiny_model):
     config = tiny_model.config
     batch = make_batch(config, [{"prompt": [5, 6], "answer": [7, 8]},
-                                {"kind": MEDIA_VIDEO, "prompt": [5, 6], "answer": [9]},
-                                {"kind": MEDIA_IMAGE, "prompt": [5, 6], "answer": [10, 11, 12]}])
+                                {"kind": MediaKind.VIDEO, "prompt": [5, 6], "answer": [9]},
+                                {"kind": MediaKind.IMAGE, "prompt": [5, 6], "answer": [10, 11, 12]}])
     out = tiny_model(**batch)
     assert out.num_target_tokens.item() == 6 and torch.isfinite(out.loss)
 
@@ -191,7 +191,7 @@ def test_every_trainable_stp_and_lape_parameter_gets_a_gradient_whatever_the_bat
     policy.apply_stage(model, {"stp", "lape"}, lape_enabled=True)
     config = model.config
     batches = [make_batch(config, [{"prompt": [5, 6], "answer": [7, 8]}]),
-               make_batch(config, [{"kind": MEDIA_IMAGE, "prompt": [5, 6], "answer": [7]}])]
+               make_batch(config, [{"kind": MediaKind.IMAGE, "prompt": [5, 6], "answer": [7]}])]
     for batch in batches:
         model.zero_grad(set_to_none=True)
         model(**batch).loss.backward()

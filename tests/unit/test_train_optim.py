@@ -15,17 +15,17 @@ from llavast.train.optim import build_optimizer, cosine_factor, cosine_with_warm
 from llavast.train.policy import resolve_policy
 from model_zoo.llava_st import LlavaSTForCausalLM, tiny_config
 
-HOOKS = model_zoo.spec("llava_st").policy
+CONTRACT = model_zoo.spec("llava_st")
 
 
 def test_one_adamw_group_per_trainable_group_with_its_lr() -> None:
     torch.manual_seed(0)
     model = LlavaSTForCausalLM(tiny_config())
-    add_lora(model, LoraSpec(r=2, alpha=4, dropout=0.0, target_modules=HOOKS.lora_target_modules(model)))
+    add_lora(model, LoraSpec(r=2, alpha=4, dropout=0.0, target_modules=CONTRACT.lora_target_modules(model)))
     train = TrainSection(stage=2, lr=2e-5, group_lr={"lora": 2e-4}, weight_decay=0.01)
-    policy = resolve_policy(train, HOOKS)
-    HOOKS.apply_stage(model, policy.trainable, policy.lape)
-    groups = optimizer_groups(model, HOOKS, policy, train)
+    policy = resolve_policy(train, CONTRACT)
+    CONTRACT.apply_stage(model, policy.trainable, policy.lape)
+    groups = optimizer_groups(model, CONTRACT, policy, train)
     assert {g["name"]: g["lr"] for g in groups} == {"lora": 2e-4, "stp": 2e-5, "lape": 2e-5}
     in_optimizer = {id(p) for g in groups for p in g["params"]}
     assert in_optimizer == {id(p) for p in model.parameters() if p.requires_grad}

@@ -18,16 +18,16 @@ from model_zoo.llava_st import LlavaSTForCausalLM, tiny_config
 
 from .model_batches import make_batch
 
-HOOKS = model_zoo.spec("llava_st").policy
+CONTRACT = model_zoo.spec("llava_st")
 LORA = LoraSection(r=4, alpha=8, dropout=0.0)
 
 
 def _policy(stage: int, **train: object):
-    return resolve_policy(TrainSection(stage=stage, **train), HOOKS)
+    return resolve_policy(TrainSection(stage=stage, **train), CONTRACT)
 
 
 def _trainable_groups(model: torch.nn.Module) -> set[str]:
-    return {g for g, params in HOOKS.parameter_groups(model).items() if any(p.requires_grad for _, p in params)}
+    return {g for g, params in CONTRACT.parameter_groups(model).items() if any(p.requires_grad for _, p in params)}
 
 
 def _perturb(model: torch.nn.Module, groups: set[str], seed: int) -> None:
@@ -35,7 +35,7 @@ def _perturb(model: torch.nn.Module, groups: set[str], seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for group in groups:
-            for _, p in HOOKS.parameter_groups(model)[group]:
+            for _, p in CONTRACT.parameter_groups(model)[group]:
                 p.add_(torch.randn(p.shape, generator=g) * 0.05)
 
 
@@ -62,7 +62,7 @@ def test_policy_defaults_follow_the_paper_and_overrides_apply() -> None:
 def test_lora_merge_keeps_the_function() -> None:
     torch.manual_seed(0)
     model = LlavaSTForCausalLM(tiny_config()).eval()
-    add_lora(model, LoraSpec(r=4, alpha=8, dropout=0.0, target_modules=HOOKS.lora_target_modules(model)))
+    add_lora(model, LoraSpec(r=4, alpha=8, dropout=0.0, target_modules=CONTRACT.lora_target_modules(model)))
     _perturb(model, {"lora"}, seed=1)
     batch = make_batch(model.config, [{"prompt": [10, 11, 12], "answer": [20, 21]}])
     with torch.no_grad():

@@ -18,11 +18,11 @@ from pydantic import BaseModel, ValidationError
 
 from llavast.config.compose import apply_sets, deep_merge, resolve_extends
 from llavast.config.data_jobs import IndexJobConfig, SynthJobConfig
+from llavast.config.graph import Node, check_graph
 from llavast.config.pipeline import NODE_REF, PipelineConfig
 from llavast.config.secrets import check_secrets
 from llavast.config.stage import StageJobConfig
 from llavast.errors import ConfigError
-from llavast.orchestrate.dag import Node, check_graph
 
 JOB_KINDS: dict[str, type[BaseModel]] = {
     "stage": StageJobConfig,

@@ -2,9 +2,9 @@
 
 `iter_batches(dataset, ...)` wraps `iter_torch_batches` with `LlavaSTCollate`, which pads and stacks
 every row (a dropped sample arrives as a target-less stand-in of its media kind: `data/pipeline.py`),
-turns uint8 frames into normalised float pixels, and counts every dropped row by reason. The counts travel with the batch to the consumer, so they are
-exact across decoding actors and workers without any shared counter; `DataStats` accumulates them
-for the trainer to log.
+turns uint8 frames into normalised float pixels, and counts every dropped row by reason. The counts travel
+with the batch to the consumer, so they are exact across decoding actors and workers without any shared
+counter; `DataStats` accumulates them for the trainer to log.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
 from llavast.data.pipeline import OK
-from model_zoo.llava_st.modeling import IGNORE_INDEX
+from model_zoo.contract import IGNORE_INDEX
 
 
 @dataclass

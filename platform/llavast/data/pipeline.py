@@ -25,11 +25,10 @@ from llavast import storage
 from llavast.config.data import DataConfig
 from llavast.config.secrets import SecretEnv
 from llavast.data.media import MediaDecodeError, decode_image, decode_video
-from llavast.data.records import MediaKind
 from llavast.data.tokenize import ConversationTokenizer, SampleTooLong
 from llavast.errors import ConfigError, StorageError
 from llavast.storage import StorageOptions
-from model_zoo.llava_st.config import LlavaSTConfig
+from model_zoo.contract import MediaKind, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ SAMPLE_SCHEMA = pa.schema([
 class PrepareSamples:
     """Ray Data actor: manifest rows -> sample rows (frames as uint8 bytes, token ids, labels, values)."""
 
-    def __init__(self, tokenizer: Any, config: LlavaSTConfig, max_length: int, options: StorageOptions,
+    def __init__(self, tokenizer: Any, config: ModelConfig, max_length: int, options: StorageOptions,
                  fetch_threads: int, secrets: SecretEnv | None = None) -> None:
         if secrets is not None:
             secrets.apply()  # this actor's own process: storage clients read credentials from the environment
@@ -136,7 +135,7 @@ def _to_table(samples: list[dict[str, Any]]) -> pa.Table:
     return pa.table(columns, schema=SAMPLE_SCHEMA)
 
 
-def check_against_model(cfg: DataConfig, config: LlavaSTConfig) -> None:
+def check_against_model(cfg: DataConfig, config: ModelConfig) -> None:
     """The data section may restate N and the frame size; a mismatch with the model is a config error."""
     if cfg.num_frames is not None and cfg.num_frames != config.num_frames:
         raise ConfigError(f"data.num_frames = {cfg.num_frames} but the model samples N = {config.num_frames} "
@@ -146,7 +145,7 @@ def check_against_model(cfg: DataConfig, config: LlavaSTConfig) -> None:
                           f"{config.image_size} px frames; remove data.image_size or make them equal")
 
 
-def build_dataset(rows: pa.Table, cfg: DataConfig, config: LlavaSTConfig, tokenizer: Any,
+def build_dataset(rows: pa.Table, cfg: DataConfig, config: ModelConfig, tokenizer: Any,
                   secrets: SecretEnv | None = None) -> ray.data.Dataset:
     """The decoded samples of manifest `rows`, one per row, in row order when the caller's DataContext
     preserves order (the train loop sets it; a sample's place in the plan is then its place in the stream).

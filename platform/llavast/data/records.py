@@ -9,26 +9,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import Any
 
-from model_zoo.llava_st.vocab import IMAGE_TOKEN, PLACEHOLDER_VARIABLES, VIDEO_TOKEN
+from model_zoo.contract import PLACEHOLDER_VARIABLES, MediaKind
 
 VARIABLE_KEYS: tuple[str, ...] = tuple(PLACEHOLDER_VARIABLES.values())
 PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in PLACEHOLDER_VARIABLES))
 HUMAN, GPT = "human", "gpt"
-
-
-class MediaKind(IntEnum):
-    """Media of a sample; the integer is the model's `media_kind` code."""
-
-    TEXT = 0
-    IMAGE = 1
-    VIDEO = 2
-
-    @property
-    def marker(self) -> str | None:
-        return {MediaKind.IMAGE: IMAGE_TOKEN, MediaKind.VIDEO: VIDEO_TOKEN}.get(self)
 
 
 class Task(StrEnum):

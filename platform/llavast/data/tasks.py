@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from llavast.data.records import GPT, HUMAN, MediaKind, Task, media_of, parse_task, placeholder_counts
+from llavast.data.records import GPT, HUMAN, Task, media_of, parse_task, placeholder_counts
+from model_zoo.contract import MediaKind
 
 _CLASSIFY_RE = re.compile(r"\b(classify|classification|which (action|category|class)|categor(y|ies))\b", re.I)
 _CAPTION_RE = re.compile(r"\b(describe|description|caption|summari[sz]e|what happens)\b", re.I)

@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from llavast.data.records import GPT, MediaKind
-from model_zoo.llava_st.config import LlavaSTConfig
-from model_zoo.llava_st.modeling import IGNORE_INDEX
-from model_zoo.llava_st.vocab import IMAGE_TOKEN, PLACEHOLDER_VARIABLES, VIDEO_TOKEN, CoordinateVocab
+import model_zoo
+from llavast.data.records import GPT
+from model_zoo.contract import IGNORE_INDEX, PLACEHOLDER_VARIABLES, MediaKind, ModelConfig
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 
@@ -41,21 +40,22 @@ class TokenizedSample:
 class ConversationTokenizer:
     """Turns validated conversations into model inputs for one (tokenizer, model config) pair."""
 
-    def __init__(self, tokenizer: Any, config: LlavaSTConfig, max_length: int) -> None:
+    def __init__(self, tokenizer: Any, config: ModelConfig, max_length: int) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.visual = {MediaKind.IMAGE: (IMAGE_TOKEN, config.image_token_id, config.image_seq_len),
-                       MediaKind.VIDEO: (VIDEO_TOKEN, config.video_token_id, config.video_seq_len)}
+        model = model_zoo.spec_of(config)
+        self.visual = {kind: (kind.marker, model.media_token_id(config, kind), model.visual_token_count(config, kind))
+                       for kind in (MediaKind.IMAGE, MediaKind.VIDEO)}
         for marker, token_id, _ in self.visual.values():
             if tokenizer.convert_tokens_to_ids(marker) != token_id:
                 raise ValueError(f"tokenizer maps {marker} to {tokenizer.convert_tokens_to_ids(marker)} but the "
                                  f"model config expects {token_id}: load the tokenizer of the same checkpoint")
-        vocab = CoordinateVocab(config)
-        self.placeholder_key = {vocab.placeholder_ids[p]: key for p, key in PLACEHOLDER_VARIABLES.items()}
-        for placeholder, token_id in vocab.placeholder_ids.items():
+        placeholder_ids = model.placeholder_ids(config)
+        self.placeholder_key = {placeholder_ids[p]: key for p, key in PLACEHOLDER_VARIABLES.items()}
+        for placeholder, token_id in placeholder_ids.items():
             if tokenizer.convert_tokens_to_ids(placeholder) != token_id:
                 raise ValueError(f"tokenizer has no single token {placeholder} at id {token_id}: load it with "
-                                 "model_zoo.llava_st.load_tokenizer")
+                                 f"model_zoo.spec({model.name!r}).load_tokenizer")
         self.header = {role: self._encode(f"<|im_start|>{role}\n") for role in ("system", "user", "assistant")}
         self.footer = self._encode("<|im_end|>\n")
         self.system = self.header["system"] + self._encode(SYSTEM_PROMPT) + self.footer

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llavast.data.records import GPT, HUMAN, VARIABLE_KEYS, MediaKind, media_of, placeholder_counts
-from model_zoo.llava_st.vocab import IMAGE_TOKEN, PLACEHOLDER_VARIABLES, VIDEO_TOKEN
+from llavast.data.records import GPT, HUMAN, VARIABLE_KEYS, media_of, placeholder_counts
+from model_zoo.contract import PLACEHOLDER_VARIABLES, MediaKind
 
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
@@ -76,12 +76,13 @@ def check_media_marker(record: dict[str, Any]) -> Issue | None:
     """Exactly one marker of the record's media kind, in the first human turn; none otherwise."""
     kind, _ = media_of(record)
     turns = record["conversations"]
-    counts = {m: sum(t["value"].count(m) for t in turns) for m in (IMAGE_TOKEN, VIDEO_TOKEN)}
+    image, video = MediaKind.IMAGE.marker, MediaKind.VIDEO.marker
+    counts = {m: sum(t["value"].count(m) for t in turns) for m in (image, video)}
     if kind == MediaKind.TEXT:
         if any(counts.values()):
             return Issue("media_marker", f"text-only record contains media markers {counts}")
         return None
-    marker, other = (VIDEO_TOKEN, IMAGE_TOKEN) if kind == MediaKind.VIDEO else (IMAGE_TOKEN, VIDEO_TOKEN)
+    marker, other = (video, image) if kind == MediaKind.VIDEO else (image, video)
     if counts[marker] != 1 or counts[other]:
         return Issue("media_marker", f"{kind.name.lower()} record needs exactly one {marker} and no {other}, "
                                      f"found {counts}")

@@ -4,6 +4,9 @@ The runner knows nothing about training. An `Executor` (one per node kind) says 
 node, how to find an output that already carries a fingerprint, and how to run the node; the runner
 decides what runs, what is skipped as up to date, and what is blocked by a failed dependency.
 
+`Node` and `check_graph` live in `llavast.config.graph` (loading a pipeline checks its graph without the
+runner) and are re-exported here.
+
 A node's fingerprint covers its resolved config and its inputs' fingerprints, so changing one stage's
 config changes its fingerprint and those of everything downstream: exactly those nodes re-run.
 """
@@ -18,18 +21,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from llavast.config.graph import Node, check_graph
 from llavast.errors import ConfigError
 from llavast.failures import FailureReport, describe
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    depends_on: tuple[str, ...] = ()
-    spec: Any = None  # the node's config object, opaque to the runner
-    resources: Mapping[str, float] = field(default_factory=dict)  # e.g. {"CPU": 4, "GPU": 8}
 
 
 class Status(enum.StrEnum):
@@ -59,45 +55,6 @@ class Executor(Protocol):
         """The URI of an existing output of `node` with this fingerprint, or None."""
 
     def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult: ...
-
-
-def check_graph(nodes: Iterable[Node], capacity: Mapping[str, float] | None = None) -> list[str]:
-    """Names in a dependency order; ConfigError for duplicates, missing nodes, cycles, oversized requests."""
-    by_name: dict[str, Node] = {}
-    for node in nodes:
-        if node.name in by_name:
-            raise ConfigError(f"nodes.{node.name}: the name is used twice")
-        by_name[node.name] = node
-    for node in by_name.values():
-        for dep in node.depends_on:
-            if dep not in by_name:
-                raise ConfigError(f"nodes.{node.name}.depends_on: no node named {dep!r} "
-                                  f"(nodes: {', '.join(sorted(by_name))})")
-    order: list[str] = []
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-
-    def visit(name: str, path: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            cycle = path[path.index(name):] + [name]
-            raise ConfigError(f"nodes: dependency cycle {' -> '.join(cycle)}")
-        state[name] = 1
-        for dep in by_name[name].depends_on:
-            visit(dep, [*path, name])
-        state[name] = 2
-        order.append(name)
-
-    for name in by_name:
-        visit(name, [])
-    if capacity is not None:
-        for node in by_name.values():
-            for resource, amount in node.resources.items():
-                if amount > capacity.get(resource, 0.0):
-                    raise ConfigError(
-                        f"nodes.{node.name}: needs {amount:g} {resource} but the cluster has "
-                        f"{capacity.get(resource, 0.0):g}; it could never be scheduled")
-    return order
 
 
 def forced_nodes(nodes: Iterable[Node], from_node: str | None, only: str | None) -> set[str]:

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from llavast.errors import TrainError
 from llavast.train.lora import LoraSpec, add_lora, load_lora_state, merge_lora
+from model_zoo.contract import ModelContract
 
 FORMAT = "llavast-stage-artifact/1"
 MANIFEST = "manifest.json"
@@ -116,28 +116,18 @@ def check_config(model: nn.Module, artifact: StageArtifact) -> None:
                          f"config; differing keys: {differ[:8]}; use the same model.base and model.overrides")
 
 
-def load_weights(model: nn.Module, tensors: dict[str, Tensor]) -> None:
-    """Copy named tensors into the model's parameters; every name must exist with the same shape."""
-    params = dict(model.named_parameters())
-    unknown = sorted(set(tensors) - set(params))
-    if unknown:
-        raise TrainError(f"artifact weights name parameters the model does not have: {unknown[:3]}")
-    with torch.no_grad():
-        for name, value in tensors.items():
-            if params[name].shape != value.shape:
-                raise TrainError(f"artifact weight {name}: shape {tuple(value.shape)}, "
-                                 f"model {tuple(params[name].shape)}")
-            params[name].copy_(value)
-
-
-def apply_artifact(model: nn.Module, artifact: StageArtifact) -> None:
-    """Rebuild the artifact's model state on a freshly built base model (in place)."""
+def apply_artifact(model: nn.Module, artifact: StageArtifact, contract: ModelContract) -> None:
+    """Rebuild the artifact's model state on a freshly built base model of `contract`'s model (in place)."""
     check_config(model, artifact)
     for merged in artifact.merged:
         add_lora(model, merged.spec)
         load_lora_state(model, merged.tensors)
         merge_lora(model)
-    load_weights(model, artifact.weights)
+    try:
+        contract.import_weights(model, artifact.weights)
+    except ValueError as err:
+        raise TrainError(f"the artifact's weights (stage {artifact.manifest.get('stage')}) do not fit the model: "
+                         f"{err}") from err
     if artifact.lora_spec is not None and artifact.lora is not None:
         add_lora(model, artifact.lora_spec)
         load_lora_state(model, artifact.lora)

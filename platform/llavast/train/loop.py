@@ -96,7 +96,7 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
     # 1. The stage model: base -> parent artifact -> LoRA merge/add -> freeze per policy.
     stage = build_stage_model(
         job.model.name, download_dir(job.model.base, job.storage.options, cache), job.model.overrides,
-        resolve_policy(job.train, _hooks_of(job)), job.lora,
+        resolve_policy(job.train, _contract_of(job)), job.lora,
         read_artifact(download_dir(args.parent_dir_uri, job.storage.options, cache)) if args.parent_dir_uri else None,
         seed=job.train.seed)
     if job.train.gradient_checkpointing:
@@ -104,7 +104,7 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
     stage.model.to(device)
 
     # 2. DeepSpeed around a torch AdamW (one group per trainable part) and the cosine schedule.
-    groups = optimizer_groups(stage.model, stage.hooks, stage.policy, job.train)
+    groups = optimizer_groups(stage.model, stage.contract, stage.policy, job.train)
     optimizer = build_optimizer(groups)
     scheduler = cosine_with_warmup(optimizer, args.total_steps, job.train.warmup_ratio)
     zero3 = job.deepspeed.zero_stage == 3
@@ -196,10 +196,10 @@ def _planned_batches(args: LoopArgs, plan: RankPlan, step: int, stage: StageMode
         remaining, epoch, offset = remaining - len(rows), epoch + 1, 0
 
 
-def _hooks_of(job: StageJobConfig) -> Any:
+def _contract_of(job: StageJobConfig) -> Any:
     import model_zoo
 
-    return model_zoo.spec(job.model.name).policy
+    return model_zoo.spec(job.model.name)
 
 
 def _step_metrics(meter: StepMeter, engine: Any, device: torch.device, world: int) -> dict[str, float]:

@@ -15,12 +15,14 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from llavast.config.stage import TrainSection
 from llavast.train.policy import StagePolicy
+from model_zoo.contract import ModelContract
 
 
-def optimizer_groups(model: nn.Module, hooks: Any, policy: StagePolicy, train: TrainSection) -> list[dict[str, Any]]:
+def optimizer_groups(model: nn.Module, contract: ModelContract, policy: StagePolicy,
+                     train: TrainSection) -> list[dict[str, Any]]:
     """One AdamW param group per trainable model group, named, with that group's lr."""
     groups = []
-    for name, params in hooks.parameter_groups(model).items():
+    for name, params in contract.parameter_groups(model).items():
         if name not in policy.trainable:
             continue
         trainable = [p for _, p in params if p.requires_grad]

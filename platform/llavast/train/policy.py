@@ -1,20 +1,16 @@
-"""Stage policies: what a stage trains, resolved from the job config and the model's policy hooks.
+"""Stage policies: what a stage trains, resolved from the job config and the model's contract.
 
-The model (model_zoo) says which parameter groups exist and what each paper stage trains by default;
-the job YAML may override it per stage (`train.trainable`, `train.lape`, `train.merge_parent_lora`).
+The model (`model_zoo.spec(name)`) says which parameter groups exist and what each stage trains by
+default; the job YAML may override it per stage (`train.trainable`, `train.lape`, `train.merge_parent_lora`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import ModuleType
 
 from llavast.config.stage import TrainSection
 from llavast.errors import ConfigError
-
-# Groups absent from a LLaVA-OneVision base checkpoint: an artifact always carries them, so the next
-# stage continues from exactly these values (the release re-initialised STP every stage: bug 2).
-CARRIED_GROUPS = frozenset({"stp", "lape"})
+from model_zoo.contract import ModelContract
 
 
 @dataclass(frozen=True)
@@ -36,19 +32,20 @@ class StagePolicy:
         return "lora" in self.trainable
 
 
-def resolve_policy(train: TrainSection, hooks: ModuleType) -> StagePolicy:
+def resolve_policy(train: TrainSection, contract: ModelContract) -> StagePolicy:
     """Fill the policy fields the job left unset from the model's defaults for `train.stage`."""
-    trainable = frozenset(train.trainable) if train.trainable is not None else hooks.STAGE_TRAINABLE[train.stage]
-    unknown = sorted(trainable - set(hooks.GROUPS))
+    trainable = (frozenset(train.trainable) if train.trainable is not None
+                 else contract.stage_trainable(train.stage))
+    unknown = sorted(trainable - set(contract.groups))
     if unknown:
         raise ConfigError(f"train.trainable: unknown parameter groups {unknown}; the model's groups are "
-                          f"{list(hooks.GROUPS)}")
+                          f"{list(contract.groups)}")
     if not trainable:
         raise ConfigError("train.trainable: a stage must train at least one parameter group")
     stray_lr = sorted(set(train.group_lr) - trainable)
     if stray_lr:
         raise ConfigError(f"train.group_lr: {stray_lr} do not train in stage {train.stage} "
                           f"(trainable: {sorted(trainable)})")
-    lape = train.lape if train.lape is not None else bool(hooks.lape_enabled_for_stage(train.stage))
+    lape = train.lape if train.lape is not None else contract.lape_enabled_for_stage(train.stage)
     merge = train.merge_parent_lora if train.merge_parent_lora is not None else train.stage == 3
     return StagePolicy(stage=train.stage, trainable=trainable, lape=lape, merge_parent_lora=merge)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from llavast import storage
 from llavast.config.stage import StageJobConfig
+from llavast.data.manifest import manifest_files
 from llavast.errors import StorageError, TrainError
 from llavast.tracking import ResolvedInit, Tracker, check_reachable, resolve_init_from
-from llavast.data.manifest import manifest_files
 from llavast.train import callbacks
 
 PROBE_PREFIX = ".llavast-preflight-"

@@ -2,19 +2,20 @@
 
     preflight (MLflow, base model, manifest, init_from, a writable storage root) -> the stage's lease ->
     the stage's MLflow run (created, or continued when the same job runs again) -> plan every rank's rows
-    from the manifest's layout (once, here; each worker gets its own plan) -> TorchTrainer.fit(), unless a record says this run trained already -> replay the metric points
-    MLflow did not take -> register the artifact, move the stage alias, tag lineage -> finish the run.
-    Any failure after the run exists ends it FAILED, with the reason in its `llavast.error` tag; MLflow down
-    after training is `RegistrationPending` instead: the run is not failed, and a re-run only registers.
+    from the manifest's layout (once, here; each worker gets its own plan) -> TorchTrainer.fit(), unless a
+    record says this run trained already -> replay the metric points MLflow did not take -> register the
+    artifact, move the stage alias, tag lineage -> finish the run. Any failure after the run exists ends it
+    FAILED, with the reason in its `llavast.error` tag; MLflow down after training is `RegistrationPending`
+    instead: the run is not failed, and a re-run only registers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,8 @@ from llavast import storage
 from llavast.config.loader import fingerprint
 from llavast.config.secrets import SecretEnv, redact, redact_config, split_env
 from llavast.config.stage import StageJobConfig
+from llavast.data import plan
+from llavast.data.manifest import Blocks, read_layout
 from llavast.errors import LlavastError, RegistrationPending, TrackingError, TrainError
 from llavast.failures import describe
 from llavast.lease import Lease
@@ -39,8 +42,6 @@ from llavast.tracking import (
     register_stage_artifact,
     replay_unsent,
 )
-from llavast.data import plan
-from llavast.data.manifest import Blocks, read_layout
 from llavast.train.loop import LoopArgs
 from llavast.train.preflight import Checked, preflight
 from llavast.train.trainer import build_trainer, latest_checkpoint_step, stage_run_name

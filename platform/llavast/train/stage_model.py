@@ -19,7 +19,8 @@ import model_zoo
 from llavast.config.stage import LoraSection
 from llavast.train.artifact import MergedLora, StageArtifact, apply_artifact, config_dict
 from llavast.train.lora import LoraSpec, add_lora, lora_state, merge_lora
-from llavast.train.policy import CARRIED_GROUPS, StagePolicy
+from llavast.train.policy import StagePolicy
+from model_zoo.contract import ModelContract
 
 
 @dataclass
@@ -28,7 +29,7 @@ class StageModel:
 
     model: nn.Module
     tokenizer: Any
-    hooks: Any  # the model's policy module (parameter groups, apply_stage, ...)
+    contract: ModelContract  # the model's side: parameter groups, apply_stage, weights export/import, ...
     policy: StagePolicy
     lora_spec: LoraSpec | None = None
     merged: list[MergedLora] = field(default_factory=list)
@@ -41,15 +42,15 @@ def build_stage_model(model_name: str, base_dir: Path, overrides: dict[str, Any]
 
     Seeded, so every rank builds bit-identical freshly-initialised modules (LoRA A, a new STP).
     """
-    spec = model_zoo.spec(model_name)
+    contract = model_zoo.spec(model_name)
     torch.manual_seed(seed)
-    model = spec.build(str(base_dir), **overrides)
-    tokenizer = spec.load_tokenizer(str(base_dir), model.config)
+    model = contract.build(str(base_dir), **overrides)
+    tokenizer = contract.load_tokenizer(str(base_dir), model.config)
     merged: list[MergedLora] = []
     lora_spec: LoraSpec | None = None
-    carried = set(CARRIED_GROUPS) | (policy.trainable - {"lora"})
+    carried = set(contract.carried_groups) | (policy.trainable - {"lora"})
     if parent is not None:
-        apply_artifact(model, parent)
+        apply_artifact(model, parent, contract)
         merged, lora_spec = list(parent.merged), parent.lora_spec
         carried |= set(parent.manifest.get("groups", []))
     if policy.merge_parent_lora and lora_spec is not None:
@@ -58,10 +59,10 @@ def build_stage_model(model_name: str, base_dir: Path, overrides: dict[str, Any]
         lora_spec = None
     if policy.trains_lora and lora_spec is None:
         lora_spec = LoraSpec(r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
-                             target_modules=spec.policy.lora_target_modules(model))
+                             target_modules=contract.lora_target_modules(model))
         add_lora(model, lora_spec)
-    spec.policy.apply_stage(model, policy.trainable, policy.lape)
-    return StageModel(model=model, tokenizer=tokenizer, hooks=spec.policy, policy=policy, lora_spec=lora_spec,
+    contract.apply_stage(model, policy.trainable, policy.lape)
+    return StageModel(model=model, tokenizer=tokenizer, contract=contract, policy=policy, lora_spec=lora_spec,
                       merged=merged, carried_groups=frozenset(carried))
 
 
@@ -77,11 +78,12 @@ def gathered(params: list[nn.Parameter], zero3: bool) -> Iterator[None]:
         yield
 
 
-def snapshot(model: nn.Module, hooks: Any, groups: frozenset[str] | set[str], zero3: bool) -> dict[str, Tensor]:
+def snapshot(model: nn.Module, contract: ModelContract, groups: frozenset[str] | set[str],
+             zero3: bool) -> dict[str, Tensor]:
     """CPU copies of the named groups' parameters, gathered first under ZeRO-3 (call on every rank)."""
-    params = [p for g in groups for _, p in hooks.parameter_groups(model)[g]]
+    params = [p for g in groups for _, p in contract.parameter_groups(model)[g]]
     with gathered(params, zero3):
-        return hooks.trainable_state_dict(model, groups)
+        return contract.export_weights(model, groups)
 
 
 def export_artifact(stage_model: StageModel, model: nn.Module, zero3: bool,
@@ -89,8 +91,8 @@ def export_artifact(stage_model: StageModel, model: nn.Module, zero3: bool,
     """The stage artifact of `model` (the engine's module): carried groups, the active LoRA, the merged
     LoRAs. Collective under ZeRO-3: call it on every rank."""
     groups = set(stage_model.carried_groups)
-    weights = snapshot(model, stage_model.hooks, groups, zero3)
-    lora = snapshot(model, stage_model.hooks, {"lora"}, zero3) if stage_model.lora_spec else None
+    weights = snapshot(model, stage_model.contract, groups, zero3)
+    lora = snapshot(model, stage_model.contract, {"lora"}, zero3) if stage_model.lora_spec else None
     return StageArtifact(
         manifest=dict(manifest, groups=sorted(groups)), weights=weights, lora=lora,
         lora_spec=stage_model.lora_spec, merged=stage_model.merged, config=config_dict(model.config))
