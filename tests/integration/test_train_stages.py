@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 import model_zoo
 from llavast import storage
+from llavast.data.manifest import read_summary
 from llavast.tracking import Tracker
 from llavast.train.artifact import read_artifact
 from llavast.train.files import download_dir
@@ -124,6 +125,16 @@ def test_registry_versions_aliases_and_lineage(chain: Chain, train_world: TrainW
     assert run.data.tags["llavast.model_version"] == f"{chain.model_name}/2"
     assert {"loss", "lr/lora", "lr/stp", "lr/lape", "samples_per_s", "tokens_per_s", "data_wait_fraction",
             "dropped_samples", "memory_gb"} <= set(run.data.metrics)
+
+
+def test_left_out_samples_are_counted_and_logged(chain: Chain, train_world: TrainWorld) -> None:
+    """Stage 2 (2 workers x 1 sample, 1 micro-step per optimizer step, 4 steps: one epoch): each global
+    micro-step holds one media kind, so of each kind's rows an odd one out is left out; the driver logs
+    the count of the epoch as data/left_out_samples, step 0."""
+    by_media = read_summary(train_world.manifests[2], train_world.s3.options)["by_media"]
+    expected = sum(count % 2 for count in by_media.values())
+    history = chain.tracker.client.get_metric_history(chain.stages[2].result.mlflow_run_id, "data/left_out_samples")
+    assert [(m.step, m.value) for m in history] == [(0, float(expected))]
 
 
 def test_overfitting_a_small_set_lowers_the_loss(chain: Chain, train_world: TrainWorld, tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def _process_chunk(row: dict[str, Any], entries: list[MixtureEntry], out_uri: st
     if rows:
         shard = f"part-{row['entry']:05d}-{row['chunk']:05d}.parquet"
         fs, path = storage.arrow_filesystem(storage.join(out_uri, manifest.MANIFEST_DIR, shard), options)
-        pq.write_table(manifest.rows_to_table(rows), path, filesystem=fs)
+        pq.write_table(manifest.rows_to_table(rows), path, filesystem=fs, row_group_size=manifest.ROWS_PER_BLOCK)
     counts = {"task": dict(Counter(r["task"] for r in rows)), "media": dict(Counter(r["media_kind"] for r in rows))}
     return {"entry": row["entry"], "chunk": row["chunk"], "rows": len(rows), "sampled": row["sampled"],
             "shard": shard, "counts": json.dumps(counts), "quarantine": json.dumps(quarantine)}

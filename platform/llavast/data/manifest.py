@@ -1,7 +1,8 @@
 """The manifest: Parquet shards with one row per valid sample, plus a summary and a quarantine file.
 
 Layout of an index at URI `out`:
-    out/manifest/part-EEEEE-CCCCC.parquet   rows of mixture entry E, chunk C (sorted by record index)
+    out/manifest/part-EEEEE-CCCCC.parquet   rows of mixture entry E, chunk C (sorted by record index), in
+                                            row groups of ROWS_PER_BLOCK rows
     out/quarantine.jsonl                    one line per rejected record: uid, id, source, source_file,
                                             record_index, reason, detail
     out/summary.json                        counts per source / task / media kind / quarantine reason
@@ -46,6 +47,7 @@ SCHEMA = pa.schema([
     pa.field("conversations", pa.string()),  # JSON text of the conversations list
     pa.field("variables", VARIABLES_TYPE),
 ])
+ROWS_PER_BLOCK = 5_000  # rows per Parquet row group: a rank reads whole row groups, "blocks" shuffles them
 MANIFEST_DIR = "manifest"
 SUMMARY_FILE = "summary.json"
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -156,5 +158,6 @@ def read_rows(blocks: Blocks, rows: np.ndarray, options: StorageOptions,
         group = opened[file].read_row_group(int(blocks.row_group[block]), columns=list(columns))
         wanted = rows[block_of == block] - blocks.starts[block]
         parts.append(group.take(pa.array(wanted)))
-    table = pa.concat_tables(parts)  # rows grouped by block, in `by_block` order
+    table = pa.concat_tables(parts).combine_chunks()  # rows grouped by block, in `by_block` order; one
+    del parts  # contiguous copy first, so the reorder below holds two copies at most, not three
     return table.take(pa.array(np.argsort(by_block, kind="stable")))
