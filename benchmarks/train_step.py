@@ -12,7 +12,8 @@ with random values, random frames), already on the device, so the timing is the 
 Shapes: `tiny` is the test preset (`model_zoo.llava_st.tiny_config`); `7b` is SigLIP-so400m-patch14-384 +
 Qwen2-7B (the `LlavaSTConfig` defaults) at N = 100 frames (2520 visual tokens per video).
 
-Metrics (timed steps only, after `--warmup` steps): seconds per optimizer step (median, mean), non-pad
+Metrics (timed steps only, after `--warmup` steps): seconds per optimizer step (wall, median and mean; also
+the process's CPU time, all threads, the comparable figure on a shared CPU machine), non-pad
 tokens/s (`StepOutput.tokens`), target tokens/s, samples/s, peak memory (CUDA: max_memory_allocated over
 the timed steps; CPU: the process's peak RSS, `ru_maxrss`, over its whole life) and MFU.
 
@@ -228,6 +229,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     use_gpu = torch.cuda.is_available()
     device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     _init_single_process(use_gpu)
 
@@ -265,12 +268,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     batches = [synthetic_batch(config, contract, args.micro_batch_size, args.text_tokens, seed=i).to(device)
                for i in range(args.grad_accum)]
-    step_s, losses, tokens, targets, samples = [], [], 0, 0, 0
+    step_s, cpu_s, losses, tokens, targets, samples = [], [], [], 0, 0, 0
     for step in range(total_steps):
         if step == args.warmup and use_gpu:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         outs = [micro_step(engine, batch) for batch in batches]
         if use_gpu:
             torch.cuda.synchronize()
@@ -280,6 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               f"{elapsed:.2f} s, loss {loss:.4f}", flush=True)
         if step >= args.warmup:
             step_s.append(elapsed)
+            cpu_s.append(time.process_time() - start_cpu)
             losses.append(loss)
             tokens += sum(o.tokens for o in outs)
             targets += sum(o.target_tokens for o in outs)
@@ -317,6 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)},
         "results": {"steps_timed": len(step_s), "step_seconds": step_s,
                     "step_seconds_median": statistics.median(step_s), "step_seconds_mean": timed / len(step_s),
+                    "step_cpu_seconds": cpu_s, "step_cpu_seconds_median": statistics.median(cpu_s),
                     "tokens_per_s": tokens / timed, "target_tokens_per_s": targets / timed,
                     "samples_per_s": samples / timed, "tokens": tokens, "target_tokens": targets,
                     "samples": samples, "loss": losses, "peak_memory_bytes": memory["peak_bytes"],
@@ -339,6 +344,7 @@ def print_table(result: dict[str, Any]) -> None:
         ("params total / trainable", f"{result['params']['total']:,} / {result['params']['trainable']:,}"),
         ("steps timed (warm-up)", f"{r['steps_timed']} ({s['warmup']})"),
         ("s / step median (mean)", f"{r['step_seconds_median']:.3f} ({r['step_seconds_mean']:.3f})"),
+        ("process CPU s / step median", f"{r['step_cpu_seconds_median']:.3f}"),
         ("tokens/s", f"{r['tokens_per_s']:.1f}"),
         ("target tokens/s", f"{r['target_tokens_per_s']:.2f}"),
         ("samples/s", f"{r['samples_per_s']:.3f}"),
@@ -373,11 +379,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the platform's default is on")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="peak TFLOP/s of the device for the MFU (default: a table of known GPUs)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None,
                         help="default: benchmarks/results/train_step_<shapes>_<cpu|cuda>.json")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0 or args.micro_batch_size < 1 or args.grad_accum < 1:
-        parser.error("--steps, --micro-batch-size and --grad-accum must be >= 1, --warmup >= 0")
+    if min(args.steps, args.micro_batch_size, args.grad_accum, args.threads or 1) < 1 or args.warmup < 0:
+        parser.error("--steps, --micro-batch-size, --grad-accum and --threads must be >= 1, --warmup >= 0")
     defaults = DEFAULTS[args.shapes]
     args.frames = args.frames if args.frames is not None else defaults["frames"]
     args.text_tokens = args.text_tokens if args.text_tokens is not None else defaults["text_tokens"]

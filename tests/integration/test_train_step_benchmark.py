@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_tiny_run_writes_what_it_measured(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
     cmd = [sys.executable, "-m", "benchmarks.train_step", "--shapes", "tiny", "--steps", "2", "--warmup", "1",
-           "--micro-batch-size", "2", "--peak-tflops", "0.5", "--out", str(out)]
+           "--micro-batch-size", "2", "--threads", "1", "--peak-tflops", "0.5", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "DS_ACCELERATOR": "cpu"}, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -43,7 +43,7 @@ def test_tiny_run_writes_what_it_measured(tmp_path: Path) -> None:
     timed = sum(r["step_seconds"])
     assert r["tokens_per_s"] == pytest.approx(r["tokens"] / timed)
     assert r["samples_per_s"] == pytest.approx(4 / timed)
-    assert r["step_seconds_median"] > 0 and r["peak_memory_bytes"] > 100 * 2**20
+    assert r["step_seconds_median"] > 0 and len(r["step_cpu_seconds"]) == 2 and r["peak_memory_bytes"] > 100 * 2**20
     assert all(v > 0 for v in flops["by_part_per_step"].values())
     assert flops["model_flops_per_step"] == sum(flops["by_part_per_step"].values())
     assert flops["achieved_tflops"] == pytest.approx(flops["model_flops_per_step"] * 2 / timed / 1e12)
