@@ -212,6 +212,14 @@ def _git_commit() -> str | None:
         return None
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
 def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
@@ -307,7 +315,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
         "machine": {"cpus": os.cpu_count(), "load_avg_at_start": load_start, "load_avg_at_end": os.getloadavg(),
-                    "device": device_name or f"cpu ({platform.processor() or platform.machine()})",
+                    "device": device_name or f"cpu ({_cpu_name()})",
                     "torch": torch.__version__, "deepspeed": deepspeed.__version__,
                     "python": platform.python_version(), "torch_threads": torch.get_num_threads()},
         "setup": {"shapes": args.shapes, "stage": train.stage, "trainable": sorted(policy.trainable),
