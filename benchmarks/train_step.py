@@ -35,7 +35,7 @@ Peak FLOP/s: `--peak-tflops`, else a table of dense tensor-core peaks by `torch.
 MFU is null with the reason in the JSON.
 
 Run from the repository root:
-    .venv/bin/python -m benchmarks.train_step --shapes tiny --steps 3 --warmup 1
+    .venv/bin/python -m benchmarks.train_step --shapes tiny --steps 30 --warmup 2 --threads 1   # CPU, ~20 s
     .venv/bin/python -m benchmarks.train_step --shapes 7b --dtype bf16 --zero 2 --steps 5 --warmup 2   # one GPU
 """
 
@@ -398,6 +398,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.text_tokens = args.text_tokens if args.text_tokens is not None else defaults["text_tokens"]
     args.lora_r = args.lora_r if args.lora_r is not None else defaults["lora_r"]
     use_gpu = torch.cuda.is_available()
+    if args.shapes == "7b" and not use_gpu:
+        parser.error("--shapes 7b needs a CUDA GPU (8B parameters: 32 GB in fp32 before any activation)")
     args.dtype = args.dtype or ("bf16" if use_gpu else "fp32")
     if args.out is None:
         args.out = RESULTS / f"train_step_{args.shapes}_{'cuda' if use_gpu else 'cpu'}.json"
