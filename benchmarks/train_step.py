@@ -262,6 +262,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model.to(device)
     build_s = time.perf_counter() - built
 
+    # The data, the FLOPs and the parameter counts, before ZeRO-3 partitions the parameters.
+    batches = [synthetic_batch(config, contract, args.micro_batch_size, args.text_tokens, seed=i).to(device)
+               for i in range(args.grad_accum)]
+    tokens_per_sample = [int(n) for b in batches for n in b.inputs["attention_mask"].sum(1).tolist()]
+    flops = model_flops(model, config, tokens_per_sample)
+    params = {g: sum(p.numel() for _, p in ps) for g, ps in contract.parameter_groups(model).items()}
+    trainable_numel = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
     # DeepSpeed exactly as the worker builds it.
     total_steps = args.warmup + args.steps
     groups = optimizer_groups(model, contract, policy, train)
@@ -274,8 +282,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     engine, _, _, _ = deepspeed.initialize(model=EngineRoot(model), optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config)
 
-    batches = [synthetic_batch(config, contract, args.micro_batch_size, args.text_tokens, seed=i).to(device)
-               for i in range(args.grad_accum)]
     step_s, cpu_s, losses, tokens, targets, samples = [], [], [], 0, 0, 0
     for step in range(total_steps):
         if step == args.warmup and use_gpu:
@@ -298,13 +304,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             samples += sum(b.size for b in batches)
 
     timed = sum(step_s)
-    tokens_per_sample = [int(n) for b in batches for n in b.inputs["attention_mask"].sum(1).tolist()]
-    flops = model_flops(model, config, tokens_per_sample)
     flops_per_step = sum(flops.values())
     device_name = torch.cuda.get_device_name(0) if use_gpu else None
     peak, peak_source = peak_tflops(device_name, args.dtype, args.peak_tflops)
     achieved = flops_per_step * len(step_s) / timed
-    params = {g: sum(p.numel() for _, p in ps) for g, ps in contract.parameter_groups(model).items()}
     if use_gpu:
         memory = {"peak_bytes": torch.cuda.max_memory_allocated(), "kind": "torch.cuda.max_memory_allocated, "
                   "timed steps"}
@@ -326,7 +329,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "lora_r": lora.r, "gradient_checkpointing": train.gradient_checkpointing,
                   "model_build_s": build_s, "ds_config": ds_config},
         "params": {"by_group": params, "total": sum(params.values()),
-                   "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)},
+                   "trainable": trainable_numel},
         "results": {"steps_timed": len(step_s), "step_seconds": step_s,
                     "step_seconds_median": statistics.median(step_s), "step_seconds_mean": timed / len(step_s),
                     "step_cpu_seconds": cpu_s, "step_cpu_seconds_median": statistics.median(cpu_s),
