@@ -22,6 +22,7 @@ from ..contract import IGNORE_INDEX, MediaKind
 from .config import LlavaSTConfig
 from .lape import LAPE, LAPETables
 from .stp import SpatialTemporalPacker
+from .vocab import quantize_values
 
 
 @dataclass
@@ -90,12 +91,9 @@ class LlavaSTForCausalLM(PreTrainedModel):
     def _quantize(self, values: Tensor, axis: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Values in [0, 1] of the given axes -> global floor/ceil rows of the coordinate table and ratio."""
         c = self.config
-        size = torch.tensor([c.m_t, c.m_h, c.m_w], device=axis.device)[axis]
-        p = (torch.round(values.float() * 1000) / 1000).clamp(0, 1) * (size - 1)
-        floor = p.floor().long()
-        ceil = torch.minimum(p.ceil().long(), size - 1)
+        floor, ceil, ratio = quantize_values(values, torch.tensor([c.m_t, c.m_h, c.m_w], device=axis.device)[axis])
         offset = torch.tensor([0, c.m_t, c.m_t + c.m_h], device=axis.device)[axis]
-        return offset + floor, offset + ceil, p - floor
+        return offset + floor, offset + ceil, ratio.float()
 
     # ---- vision ---------------------------------------------------------------------------------------
     def encode_media(self, pixel_values: Tensor, media_kind: Tensor, tables: LAPETables) -> list[Tensor]:

@@ -7,10 +7,11 @@ then the six placeholders. A value v in [0, 1] sits at table position p = v (M -
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from ..contract import PLACEHOLDER_VARIABLES
 from .config import LlavaSTConfig
@@ -35,17 +36,32 @@ def coordinate_tokens(config: LlavaSTConfig) -> list[str]:
     return [coordinate_token(axis, k) for axis, m in axis_sizes(config).items() for k in range(m)]
 
 
+def quantize_values(values: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """THE quantiser, used by the vocabulary, the data path and the model alike: values -> (floor, ceil, ratio)
+    on tables of `sizes` rows.
+
+    v is rounded to 3 decimals, half up, in float64: v' = floor(1000 v + 0.5) / 1000, then clipped to [0, 1]
+    (the release rounds to 3 decimals before quantising); p = v' (m - 1), floor = floor(p), ceil = min(ceil(p),
+    m - 1), ratio = p - floor. Ties go up: 0.0125 -> 0.013, 0.0145 -> 0.015. Values should arrive in float64
+    (the data path carries them so): a float32 value is widened first, and its own rounding error can move it
+    across a tie.
+    """
+    v = (torch.floor(values.double() * 1000 + 0.5) / 1000).clamp(0, 1)
+    p = v * (sizes.to(v.device, torch.float64) - 1)
+    floor = p.floor().long()
+    ceil = torch.minimum(p.ceil().long(), sizes.to(floor.device) - 1)
+    return floor, ceil, p - floor
+
+
 def normalise(value: float) -> float:
-    """Round to 3 decimals and clip to [0, 1], as the release does before quantising."""
-    return min(1.0, max(0.0, round(float(value), 3)))
+    """A value as the quantiser sees it: rounded to 3 decimals (half up) and clipped to [0, 1]."""
+    return float((torch.floor(torch.tensor(float(value), dtype=torch.float64) * 1000 + 0.5) / 1000).clamp(0, 1))
 
 
 def quantize(value: float, m: int) -> tuple[int, int, float]:
-    """value -> (floor, ceil, ratio) on a table of m rows: p = v (m - 1), r = p - floor."""
-    p = normalise(value) * (m - 1)
-    f = math.floor(p)
-    c = min(math.ceil(p), m - 1)
-    return f, c, p - f
+    """One value on a table of m rows: `quantize_values` on a scalar."""
+    f, c, r = quantize_values(torch.tensor([float(value)], dtype=torch.float64), torch.tensor([m]))
+    return int(f), int(c), float(r)
 
 
 def soft_label(value: float, m: int) -> dict[int, float]:
@@ -57,7 +73,9 @@ def soft_label(value: float, m: int) -> dict[int, float]:
 
 
 def nearest_index(value: float, m: int) -> int:
-    return round(normalise(value) * (m - 1))
+    """The discrete token nearest to a value (the quantiser's floor or ceil; a ratio of one half goes up)."""
+    f, c, r = quantize(value, m)
+    return c if r >= 0.5 else f
 
 
 def index_to_value(index: int, m: int) -> float:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pytest
 import torch
@@ -80,7 +79,9 @@ def test_prepare_and_collate(setup) -> None:
     for i, n in enumerate(lengths.tolist()):
         assert (x["input_ids"][i, n:] == tokenizer.pad_token_id).all() and (x["labels"][i, n:] == -100).all()
         assert (x["coord_values"][i, n:] == 0).all()
-    assert np.isclose(x["coord_values"][0].sum().item(), sum(sum(v) for v in rows[0]["variables"].values()), atol=1e-4)
+    values = x["coord_values"][0]  # float64: the manifest's values reach the quantiser unrounded
+    assert values.dtype == torch.float64
+    assert sorted(values[values != 0].tolist()) == sorted(v for vs in rows[0]["variables"].values() for v in vs if v)
 
     # Ray hands the collate multi-chunk, sliced tables: same result
     chunked = pa.concat_tables([prepared.slice(0, 1), prepared.slice(1, 3), prepared.slice(4)])

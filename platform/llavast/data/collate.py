@@ -95,12 +95,12 @@ class LlavaSTCollate(ArrowBatchCollateFn):
         input_ids = torch.full((b, length), self.pad_token_id, dtype=torch.long)
         labels = torch.full((b, length), IGNORE_INDEX, dtype=torch.long)
         attention = torch.zeros((b, length), dtype=torch.long)
-        values = torch.zeros((b, length), dtype=torch.float32)
+        values = torch.zeros((b, length), dtype=torch.float64)
         for i, r in enumerate(rows):
             n = len(r["input_ids"])
             input_ids[i, :n] = torch.tensor(r["input_ids"], dtype=torch.long)
             labels[i, :n] = torch.tensor(r["labels"], dtype=torch.long)
-            values[i, :n] = torch.tensor(r["coord_values"], dtype=torch.float32)
+            values[i, :n] = torch.tensor(r["coord_values"], dtype=torch.float64)
             attention[i, :n] = 1
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "coord_values": values,
                 "pixel_values": self._pixels(rows, frames),

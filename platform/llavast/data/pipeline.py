@@ -44,7 +44,7 @@ SAMPLE_SCHEMA = pa.schema([
     pa.field("media_bytes", pa.int64()),  # encoded bytes fetched from storage
     pa.field("input_ids", pa.list_(pa.int32())),
     pa.field("labels", pa.list_(pa.int32())),
-    pa.field("coord_values", pa.list_(pa.float32())),
+    pa.field("coord_values", pa.list_(pa.float64())),
     pa.field("truncated", pa.bool_()),
 ])
 
@@ -129,7 +129,7 @@ def _to_table(samples: list[dict[str, Any]]) -> pa.Table:
         "media_bytes": pa.array([s["media_bytes"] for s in samples], pa.int64()),
         "input_ids": _list_column([t.input_ids for t in tokens], np.int32, pa.int32()),
         "labels": _list_column([t.labels for t in tokens], np.int32, pa.int32()),
-        "coord_values": _list_column([t.coord_values for t in tokens], np.float32, pa.float32()),
+        "coord_values": _list_column([t.coord_values for t in tokens], np.float64, pa.float64()),
         "truncated": pa.array([t.truncated for t in tokens], pa.bool_()),
     }
     return pa.table(columns, schema=SAMPLE_SCHEMA)

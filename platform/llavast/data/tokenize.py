@@ -33,7 +33,7 @@ class SampleTooLong(Exception):
 class TokenizedSample:
     input_ids: np.ndarray  # (L,) int32
     labels: np.ndarray  # (L,) int32, -100 where not learned
-    coord_values: np.ndarray  # (L,) float32
+    coord_values: np.ndarray  # (L,) float64: the quantiser rounds to 3 decimals, float32 could cross a tie
     truncated: bool  # trailing turns were cut to fit max_length
 
 
@@ -99,10 +99,10 @@ class ConversationTokenizer:
         visual = [] if kind == MediaKind.TEXT else [self.visual[kind][1]] * self.visual[kind][2]
         ids = self.system + self.header["user"] + visual + self.footer
         return TokenizedSample(np.asarray(ids, dtype=np.int32), np.full(len(ids), IGNORE_INDEX, dtype=np.int32),
-                               np.zeros(len(ids), dtype=np.float32), False)
+                               np.zeros(len(ids), dtype=np.float64), False)
 
     def _coord_values(self, ids: list[int], variables: dict[str, list[float]]) -> np.ndarray:
-        values = np.zeros(len(ids), dtype=np.float32)
+        values = np.zeros(len(ids), dtype=np.float64)
         cursor: dict[str, int] = {}
         for position, token_id in enumerate(ids):
             key = self.placeholder_key.get(token_id)
