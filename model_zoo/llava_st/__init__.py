@@ -7,7 +7,7 @@ from .loading import from_llava_onevision, load_model, load_tokenizer
 from .modeling import LlavaSTForCausalLM
 from .stp import SpatialTemporalPacker
 from .tiny import build_tiny_checkpoint, build_tiny_tokenizer, tiny_config
-from .vocab import CoordinateVocab, decode_answer
+from .vocab import CoordinateVocab
 
 __all__ = [
     "LAPE",
@@ -19,7 +19,6 @@ __all__ = [
     "build_tiny_checkpoint",
     "build_tiny_tokenizer",
     "convert_release_state_dict",
-    "decode_answer",
     "from_llava_onevision",
     "load_model",
     "load_tokenizer",

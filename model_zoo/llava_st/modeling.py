@@ -238,7 +238,7 @@ class LlavaSTForCausalLM(PreTrainedModel):
         """Greedy decoding with a KV cache; prompts LEFT-padded. Returns the new tokens (B, <= max_new_tokens).
 
         Generated ids >= V are coordinate tokens (embedded from E_in on the way back in); decode the text
-        with the tokenizer and the values with `CoordinateVocab.decode_answer`.
+        with the tokenizer (special tokens kept) and read with `llavast.evaluate.answers.parse_answer`.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)

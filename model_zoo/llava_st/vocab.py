@@ -8,7 +8,6 @@ then the six placeholders. A value v in [0, 1] sits at table position p = v (M -
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -170,73 +169,3 @@ class CoordinateVocab:
             if index < self.sizes[axis]:
                 out.append((axis, index_to_value(index, self.sizes[axis])))
         return out
-
-    def decode_answer(self, text: str) -> Answer:
-        return decode_answer(text, self)
-
-
-@dataclass
-class Answer:
-    """A decoded localisation answer. `status` is "ok" when any structure was recognised, else "unparsed"."""
-
-    status: str = "unparsed"
-    span: tuple[float, float] | None = None  # TVG / STVG: normalised (start, end)
-    end: float | None = None  # ELC: "Ends in e"
-    box: list[float] | None = None  # REC: x1, y1, x2, y2 normalised
-    tube: dict[float, list[float]] = field(default_factory=dict)  # STVG/ELC/SVG: time -> box
-    text: str = ""
-
-
-_SPAN_RE = re.compile(r"\{\s*(<TEMP-\d{3}>)\s*,?\s*(<TEMP-\d{3}>)\s*\}")
-_BOX = r"\[\s*(<WIDTH-\d{3}>)\s*,?\s*(<HEIGHT-\d{3}>)\s*,?\s*(<WIDTH-\d{3}>)\s*,?\s*(<HEIGHT-\d{3}>)\s*\]"
-_BOX_RE = re.compile(_BOX)
-_TUBE_RE = re.compile(r"(<TEMP-\d{3}>)\s*:\s*" + _BOX)
-_END_RE = re.compile(r"Ends in\s*(<TEMP-\d{3}>)")
-
-
-def decode_answer(text: str, vocab: CoordinateVocab) -> Answer:
-    """Parse the answer shapes of REFERENCE.md 1.1 from generated text; never raises.
-
-    Malformed or out-of-range tokens make the structure they belong to absent; with nothing recognised
-    the answer is "unparsed" (callers count it as a miss).
-    """
-    answer = Answer(text=text)
-    try:
-        def value(token: str) -> float:
-            axis, digits = _TOKEN_RE.fullmatch(token).groups()
-            index = int(digits)
-            if index >= vocab.sizes[axis]:
-                raise ValueError(token)
-            return index_to_value(index, vocab.sizes[axis])
-
-        def box(tokens: tuple[str, ...]) -> list[float] | None:
-            try:
-                return [value(t) for t in tokens]
-            except ValueError:
-                return None
-
-        if m := _SPAN_RE.search(text):
-            try:
-                answer.span = (value(m.group(1)), value(m.group(2)))
-            except ValueError:
-                pass
-        if m := _END_RE.search(text):
-            try:
-                answer.end = value(m.group(1))
-            except ValueError:
-                pass
-        for m in _TUBE_RE.finditer(text):
-            b = box(m.groups()[1:])
-            try:
-                t = value(m.group(1))
-            except ValueError:
-                continue
-            if b is not None:
-                answer.tube[t] = b
-        if not answer.tube and (m := _BOX_RE.search(text)):
-            answer.box = box(m.groups())
-        if answer.span or answer.end is not None or answer.tube or answer.box:
-            answer.status = "ok"
-    except Exception:  # noqa: BLE001 - decoding model output must never take an evaluation down
-        return Answer(text=text)
-    return answer

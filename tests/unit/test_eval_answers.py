@@ -77,7 +77,9 @@ def test_elc_end_time():
     assert parse_answer("Ends in 0.25, a dog runs.").end == 0.25
 
 
-@pytest.mark.parametrize("text", ["", "I cannot tell.", "{0.1}", "[0.1,0.2,0.3]", "Ends in soon, a dog."])
+@pytest.mark.parametrize("text", ["", "I cannot tell.", "{0.1}", "[0.1,0.2,0.3]", "Ends in soon, a dog.",
+                                  "{<TEMP-010>}", "[<WIDTH-001>,<HEIGHT-002>,<WIDTH-003>]", "{<TEMP-999><TEMP-998>}",
+                                  "<TEMP-0x1>", "{<TEMP-010>" * 1000, "\x00\uffff<<<>>>"])
 def test_empty_and_unshaped_answers_are_unparsable_for_every_task(text):
     parsed = parse_answer(text)
     assert parsed.box is None and parsed.span is None and parsed.end is None and parsed.tube == {}

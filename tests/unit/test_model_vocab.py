@@ -106,28 +106,3 @@ def test_text_values_tokens_text_round_trip(vocab):
 def test_render_refuses_a_placeholder_without_value(vocab):
     with pytest.raises(ValueError, match="TEMP-OUTPUT"):
         vocab.render("<TEMP-OUTPUT> and <TEMP-OUTPUT>", {"temporal_output_locations": [0.3]})
-
-
-def test_decode_answer_shapes(vocab):
-    tvg = vocab.decode_answer("{<TEMP-010><TEMP-050>}")
-    assert tvg.status == "ok" and tvg.span == pytest.approx((10 / 99, 50 / 99))
-    rec = vocab.decode_answer("[<WIDTH-000>,<HEIGHT-099>,<WIDTH-033>,<HEIGHT-066>]")
-    assert rec.box == pytest.approx([0.0, 1.0, 1 / 3, 2 / 3])
-    stvg = vocab.decode_answer("During the span of {<TEMP-001>,<TEMP-009>}. Object bounding box: "
-                               "<TEMP-001>:[<WIDTH-001>,<HEIGHT-002>,<WIDTH-003>,<HEIGHT-004>], "
-                               "<TEMP-005>:[<WIDTH-011>,<HEIGHT-012>,<WIDTH-013>,<HEIGHT-014>]")
-    assert stvg.span == pytest.approx((1 / 99, 9 / 99)) and len(stvg.tube) == 2 and stvg.box is None
-    _, (t1, box1) = sorted(stvg.tube.items())
-    assert t1 == pytest.approx(5 / 99) and box1 == pytest.approx([11 / 99, 12 / 99, 13 / 99, 14 / 99])
-    elc = vocab.decode_answer("Ends in <TEMP-040>, a dog jumps. Object bounding box: "
-                              "<TEMP-040>:[<WIDTH-001>,<HEIGHT-002>,<WIDTH-003>,<HEIGHT-004>]")
-    assert elc.end == pytest.approx(40 / 99) and len(elc.tube) == 1
-
-
-@pytest.mark.parametrize("text", [
-    "", "no coordinates at all", "{<TEMP-010>}", "[<WIDTH-001>,<HEIGHT-002>,<WIDTH-003>]",
-    "{<TEMP-999><TEMP-998>}", "<TEMP-0x1>", "[<HEIGHT-001>,<WIDTH-002>,<HEIGHT-003>,<WIDTH-004>]",
-    "{<TEMP-010>" * 1000, "\x00\uffff<<<>>>",
-])
-def test_malformed_outputs_are_unparsed_never_raise(vocab, text):
-    assert vocab.decode_answer(text).status == "unparsed"
