@@ -52,6 +52,27 @@ def test_layout_matches_chat_template_and_labels_cover_answers(setup) -> None:
     assert np.array_equal(sample.labels[learned], sample.input_ids[learned])  # not shifted
 
 
+def test_release_label_mask_learns_headers_and_every_template_token(setup) -> None:
+    """`label_mask: release` (LLaVA-NeXT preprocess_qwen): each assistant turn whole, header included, and
+    every <|im_start|>, <|im_end|> and standalone newline of the system and user turns; never visual tokens."""
+    tokenizer, config = setup
+    default = ConversationTokenizer(tokenizer, config, max_length=4096)(CONV, VARS, MediaKind.VIDEO)
+    sample = ConversationTokenizer(tokenizer, config, 4096, label_mask="release")(CONV, VARS, MediaKind.VIDEO)
+    assert np.array_equal(sample.input_ids, default.input_ids)
+    learned = sample.labels != IGNORE
+    system = "<|im_start|>\n<|im_end|>\n"  # "<|im_start|>system\n...<|im_end|>\n": "system" and the prompt not
+    user_with_video = "<|im_start|>\n\n<|im_end|>\n"  # the newline after <video> too
+    user = "<|im_start|>\n<|im_end|>\n"
+    answer = "<|im_start|>assistant\n{}<|im_end|>\n"
+    expected = system + user_with_video + answer.format(CONV[1]["value"]) + user + answer.format(CONV[3]["value"])
+    assert tokenizer.decode(sample.labels[learned].tolist()) == expected
+    assert np.array_equal(sample.labels[learned], sample.input_ids[learned])
+    assert not (learned & (sample.input_ids == config.video_token_id)).any()
+    assert learned.sum() > (default.labels != IGNORE).sum()
+    with pytest.raises(ValueError, match="label_mask"):
+        ConversationTokenizer(tokenizer, config, 4096, label_mask="everything")
+
+
 def test_placeholders_are_single_tokens_with_values_in_order(setup) -> None:
     tokenizer, config = setup
     sample = ConversationTokenizer(tokenizer, config, max_length=4096)(CONV, VARS, MediaKind.VIDEO)

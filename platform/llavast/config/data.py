@@ -30,6 +30,10 @@ class DataConfig(Section):
     shuffle: each epoch (seeded by seed and epoch) "blocks" shuffles the order of the manifest's row
         groups before they are split between workers, "rows" also shuffles each worker's rows,
         "none" keeps manifest order (see docs/data.md, "Planning").
+    label_mask: which tokens the loss learns. "assistant_content" (default): each answer's content, its
+        <|im_end|> and newline. "release": as the authors' release (LLaVA-NeXT preprocess_qwen), also each
+        assistant header and every <|im_start|>, <|im_end|> and newline token of every turn (see
+        docs/data.md, "Tokens").
     """
 
     manifest: str
@@ -44,3 +48,4 @@ class DataConfig(Section):
     prefetch_batches: int = Field(default=2, ge=0)
     shuffle: Literal["rows", "blocks", "none"] = "rows"
     seed: int = 0
+    label_mask: Literal["assistant_content", "release"] = "assistant_content"

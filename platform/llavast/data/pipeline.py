@@ -53,10 +53,10 @@ class PrepareSamples:
     """Ray Data actor: manifest rows -> sample rows (frames as uint8 bytes, token ids, labels, values)."""
 
     def __init__(self, tokenizer: Any, config: ModelConfig, max_length: int, options: StorageOptions,
-                 fetch_threads: int, secrets: SecretEnv | None = None) -> None:
+                 fetch_threads: int, secrets: SecretEnv | None = None, label_mask: str = "assistant_content") -> None:
         if secrets is not None:
             secrets.apply()  # this actor's own process: storage clients read credentials from the environment
-        self.tokenize = ConversationTokenizer(tokenizer, config, max_length)
+        self.tokenize = ConversationTokenizer(tokenizer, config, max_length, label_mask)
         self.size = config.image_size
         self.frames = {MediaKind.TEXT: 0, MediaKind.IMAGE: 1, MediaKind.VIDEO: config.num_frames}
         self.options = options
@@ -162,4 +162,5 @@ def build_dataset(rows: pa.Table, cfg: DataConfig, config: ModelConfig, tokenize
         compute=ray.data.ActorPoolStrategy(size=cfg.decode_concurrency), num_cpus=cfg.decode_num_cpus,
         udf_modifying_row_count=False,
         fn_constructor_kwargs={"tokenizer": tokenizer, "config": config, "max_length": cfg.max_length,
-                               "options": cfg.storage, "fetch_threads": cfg.fetch_threads, "secrets": secrets})
+                               "options": cfg.storage, "fetch_threads": cfg.fetch_threads, "secrets": secrets,
+                               "label_mask": cfg.label_mask})

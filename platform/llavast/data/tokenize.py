@@ -3,10 +3,15 @@
 Layout (Qwen2's chat template, system prompt "You are a helpful assistant."):
     <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n
     <|im_start|>user\\n{human}<|im_end|>\\n  <|im_start|>assistant\\n{gpt}<|im_end|>\\n  ...
-Labels are the assistant content, its `<|im_end|>` and the newline after it (as the release's
-preprocess_qwen); everything else is -100. The `<image>`/`<video>` marker becomes `image_seq_len` /
-`video_seq_len` copies of its token id. Placeholders are single tokens; each occurrence gets the next
-value of its `variables` list in `coord_values` (INPUT and OUTPUT alike), 0 elsewhere.
+Labels (`label_mask`):
+    "assistant_content"  each assistant turn's content, its `<|im_end|>` and the newline after it;
+    "release"            as the release's LLaVA-NeXT `preprocess_qwen`: each assistant turn whole (its
+                         `<|im_start|>assistant\\n` header too), plus every `<|im_start|>`, `<|im_end|>` and
+                         standalone newline token anywhere (system and user turns included).
+Everything else is -100 (visual tokens and INPUT placeholders always).
+The `<image>`/`<video>` marker becomes `image_seq_len` / `video_seq_len` copies of its token id.
+Placeholders are single tokens; each occurrence gets the next value of its `variables` list in
+`coord_values` (INPUT and OUTPUT alike), 0 elsewhere.
 Too long for `max_length`: whole trailing turn pairs are cut (never the visual block, never a
 placeholder's value); a sample whose first exchange does not fit is dropped.
 """
@@ -23,6 +28,7 @@ from llavast.data.records import GPT
 from model_zoo.contract import IGNORE_INDEX, PLACEHOLDER_VARIABLES, MediaKind, ModelConfig
 
 SYSTEM_PROMPT = "You are a helpful assistant."
+LABEL_MASKS = ("assistant_content", "release")
 
 
 class SampleTooLong(Exception):
@@ -40,9 +46,13 @@ class TokenizedSample:
 class ConversationTokenizer:
     """Turns validated conversations into model inputs for one (tokenizer, model config) pair."""
 
-    def __init__(self, tokenizer: Any, config: ModelConfig, max_length: int) -> None:
+    def __init__(self, tokenizer: Any, config: ModelConfig, max_length: int,
+                 label_mask: str = "assistant_content") -> None:
+        if label_mask not in LABEL_MASKS:
+            raise ValueError(f"label_mask {label_mask!r}: expected one of {', '.join(LABEL_MASKS)}")
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.label_mask = label_mask
         model = model_zoo.spec_of(config)
         self.visual = {kind: (kind.marker, model.media_token_id(config, kind), model.visual_token_count(config, kind))
                        for kind in (MediaKind.IMAGE, MediaKind.VIDEO)}
@@ -59,6 +69,11 @@ class ConversationTokenizer:
         self.header = {role: self._encode(f"<|im_start|>{role}\n") for role in ("system", "user", "assistant")}
         self.footer = self._encode("<|im_end|>\n")
         self.system = self.header["system"] + self._encode(SYSTEM_PROMPT) + self.footer
+        newline = self._encode("\n")
+        if len(newline) != 1:
+            raise ValueError(f"the tokenizer encodes a newline as {len(newline)} tokens; the chat template needs one")
+        # the release's preprocess_qwen unmasks these ids wherever they occur
+        self.always_learned = np.asarray([self.header["system"][0], self.footer[0], newline[0]], dtype=np.int32)
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -79,7 +94,8 @@ class ConversationTokenizer:
             header = self.header["assistant" if learn else "user"]
             body = self._content(turn["value"], kind) + self.footer
             ids += header + body
-            labels += [IGNORE_INDEX] * len(header) + (body if learn else [IGNORE_INDEX] * len(body))
+            header_labels = header if learn and self.label_mask == "release" else [IGNORE_INDEX] * len(header)
+            labels += header_labels + (body if learn else [IGNORE_INDEX] * len(body))
             if learn:
                 pair_ends.append(len(ids))
         truncated = False
@@ -89,8 +105,11 @@ class ConversationTokenizer:
                 raise SampleTooLong(f"{len(ids)} tokens; the first exchange alone needs {pair_ends[0]} > "
                                     f"max_length {self.max_length}")
             ids, labels, truncated = ids[:fitting[-1]], labels[:fitting[-1]], True
-        return TokenizedSample(np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32),
-                               self._coord_values(ids, variables), truncated)
+        input_ids, label_ids = np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32)
+        if self.label_mask == "release":
+            always = np.isin(input_ids, self.always_learned)
+            label_ids[always] = input_ids[always]
+        return TokenizedSample(input_ids, label_ids, self._coord_values(ids, variables), truncated)
 
     def placeholder(self, kind: MediaKind) -> TokenizedSample:
         """A target-less sample of media `kind`: the system turn, a user turn with the visual block, no
