@@ -77,8 +77,9 @@ DEFAULTS = {  # per --shapes: frames (None: the preset's), text tokens per sampl
 
 
 # ---- shapes and data ----------------------------------------------------------------------------------
-def model_config(shapes: str, frames: int | None) -> Any:
-    """The LlavaSTConfig at `shapes`; `frames` sets N (sigma keeps the preset's N / sigma frames per window)."""
+def model_config(shapes: str, frames: int | None, lape_init: str = "small") -> Any:
+    """The LlavaSTConfig at `shapes`; `frames` sets N (sigma keeps the preset's N / sigma frames per window);
+    `lape_init` how the LAPE tables start (`LlavaSTConfig.lape_init`)."""
     from model_zoo.llava_st import tiny_config
     from model_zoo.llava_st.config import LlavaSTConfig
 
@@ -91,6 +92,7 @@ def model_config(shapes: str, frames: int | None) -> Any:
         if frames % window:
             raise SystemExit(f"--frames {frames}: must be a multiple of the temporal window ({window} frames)")
         config.num_frames, config.sigma = frames, frames // window
+    config.lape_init = lape_init
     return config.validate()
 
 
@@ -244,7 +246,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # The stage model, as build_stage_model makes it for stage 2 (seeded build, LoRA added, frozen per policy).
     contract = model_zoo.spec("llava_st")
-    config = model_config(args.shapes, args.frames)
+    config = model_config(args.shapes, args.frames, args.lape_init)
     train = TrainSection(stage=2, micro_batch_size=args.micro_batch_size, grad_accum_steps=args.grad_accum,
                          gradient_checkpointing=args.gradient_checkpointing)
     lora = LoraSection(r=args.lora_r, alpha=2.0 * args.lora_r)
@@ -325,6 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "steps": args.steps, "warmup": args.warmup, "micro_batch_size": args.micro_batch_size,
                   "grad_accum": args.grad_accum, "zero": args.zero, "dtype": args.dtype, "world_size": 1,
                   "frames": config.num_frames, "sigma": config.sigma, "text_tokens": args.text_tokens,
+                  "lape_init": config.lape_init,
                   "visual_tokens": config.video_seq_len, "seq_len": batches[0].inputs["input_ids"].shape[1],
                   "lora_r": lora.r, "gradient_checkpointing": train.gradient_checkpointing,
                   "model_build_s": build_s, "ds_config": ds_config},
@@ -391,6 +394,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="peak TFLOP/s of the device for the MFU (default: a table of known GPUs)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--lape-init", choices=("small", "release"), default="small",
+                        help="how the LAPE tables start (model.overrides.lape_init)")
     parser.add_argument("--out", type=Path, default=None,
                         help="default: benchmarks/results/train_step_<shapes>_<cpu|cuda>.json")
     args = parser.parse_args(argv)

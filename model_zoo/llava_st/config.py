@@ -19,6 +19,9 @@ class LlavaSTConfigError(ValueError):
     """A LLaVA-ST hyperparameter violates a constraint of the packer or the vocabulary."""
 
 
+LAPE_INITS = ("small", "release")
+
+
 class LlavaSTConfig(PretrainedConfig):
     """Configuration of `LlavaSTForCausalLM`.
 
@@ -33,6 +36,10 @@ class LlavaSTConfig(PretrainedConfig):
         stp_width, stp_heads: packer attention width E and head count.
         stp_query_pool: "interpolate" (released: F.interpolate picks window centres) or "mean" (paper).
         lape_enabled: add rho to the visual features (stage 1 trains with LAPE off).
+        lape_init: how the six LAPE tables start when a model is first built (stage 1 on a base checkpoint):
+            "small" N(0, initializer_range) for all six; "release" as the authors' release, which creates them
+            after the base weights load and keeps PyTorch's defaults: input tables N(0, 1) (nn.Embedding),
+            output tables U(-1/sqrt(D), 1/sqrt(D)) (nn.Linear). Later stages load the tables from the artifact.
         lora_r, lora_alpha, lora_dropout: LoRA defaults for stages 2 and 3.
         image_token_id, video_token_id: ids of `<image>` / `<video>` in the text vocabulary.
     """
@@ -56,6 +63,7 @@ class LlavaSTConfig(PretrainedConfig):
         stp_heads: int = 8,
         stp_query_pool: str = "interpolate",
         lape_enabled: bool = True,
+        lape_init: str = "small",
         lora_r: int = 128,
         lora_alpha: int = 256,
         lora_dropout: float = 0.05,
@@ -83,6 +91,9 @@ class LlavaSTConfig(PretrainedConfig):
         self.k1, self.k2, self.sigma = k1, k2, sigma
         self.stp_width, self.stp_heads, self.stp_query_pool = stp_width, stp_heads, stp_query_pool
         self.lape_enabled = lape_enabled
+        if lape_init not in LAPE_INITS:
+            raise ValueError(f"lape_init {lape_init!r}: expected one of {', '.join(LAPE_INITS)}")
+        self.lape_init = lape_init
         self.lora_r, self.lora_alpha, self.lora_dropout = lora_r, lora_alpha, lora_dropout
         self.image_token_id, self.video_token_id = image_token_id, video_token_id
         super().__init__(**kwargs)

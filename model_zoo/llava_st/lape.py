@@ -12,6 +12,8 @@ training also teaches its neighbours.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -70,15 +72,24 @@ class LAPE(nn.Module):
         super().__init__()
         sizes = {"temporal": config.m_t, "height": config.m_h, "width": config.m_w}
         self.init_std = config.text_config.initializer_range
+        self.init = config.lape_init
         for axis, m in sizes.items():
             self.register_parameter(f"{axis}_input", nn.Parameter(torch.empty(m, config.hidden_size)))
             self.register_parameter(f"{axis}_output", nn.Parameter(torch.empty(m, config.hidden_size)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """config.lape_init: "small" N(0, initializer_range); "release" N(0, 1) inputs (nn.Embedding's
+        default) and U(+-1/sqrt(D)) outputs (nn.Linear's default for a (M, D) weight, fan_in D)."""
         for axis in AXES:
-            nn.init.normal_(getattr(self, f"{axis}_input"), std=self.init_std)
-            nn.init.normal_(getattr(self, f"{axis}_output"), std=self.init_std)
+            inputs, outputs = getattr(self, f"{axis}_input"), getattr(self, f"{axis}_output")
+            if self.init == "release":
+                nn.init.normal_(inputs, std=1.0)
+                bound = 1 / math.sqrt(outputs.shape[1])
+                nn.init.uniform_(outputs, -bound, bound)
+            else:
+                nn.init.normal_(inputs, std=self.init_std)
+                nn.init.normal_(outputs, std=self.init_std)
 
     def forward(self) -> LAPETables:
         """The tables of this pass, after NTP (a module call, so ZeRO-3 gathers the tables for it)."""

@@ -1,7 +1,11 @@
 """NTP and LAPE, checked against the formulas of REFERENCE.md 1.2."""
 
+import math
+
+import pytest
 import torch
 
+from model_zoo.llava_st import load_model, tiny_config
 from model_zoo.llava_st.lape import LAPE, LAPETables, ntp, ntp_matrix, resample
 
 
@@ -74,3 +78,31 @@ def test_lape_off_leaves_visual_features_unchanged(tiny_model, video_batch):
 def _projected(model, batch):
     hidden = model.vision_tower(batch["pixel_values"], output_hidden_states=True).hidden_states
     return model.mm_projector(hidden[model.config.vision_feature_layer])
+
+
+def _table_stats(lape: LAPE) -> dict[str, tuple[float, float, float]]:
+    """(mean, std, max |x|) of the three input tables together and of the three output tables together."""
+    out = {}
+    for kind in ("input", "output"):
+        x = torch.cat([getattr(lape, f"{axis}_{kind}").detach().flatten() for axis in ("temporal", "height", "width")])
+        out[kind] = (x.mean().item(), x.std().item(), x.abs().max().item())
+    return out
+
+
+def test_lape_init_small_and_release(tiny_checkpoint):
+    """small: N(0, initializer_range) for all six tables; release (the authors' tables, created after the base
+    weights load with PyTorch's defaults): inputs N(0, 1), outputs U(+-1/sqrt(D)). Both through the stage-1 path
+    (a base checkpoint, the option as a model override)."""
+    torch.manual_seed(0)
+    small = _table_stats(load_model(tiny_checkpoint).lape)
+    release_model = load_model(tiny_checkpoint, lape_init="release")
+    release = _table_stats(release_model.lape)
+    std = tiny_config().text_config.initializer_range
+    bound = 1 / math.sqrt(release_model.config.hidden_size)
+    for kind in ("input", "output"):
+        assert abs(small[kind][0]) < 0.1 * std and small[kind][1] == pytest.approx(std, rel=0.05)
+    assert abs(release["input"][0]) < 0.05 and release["input"][1] == pytest.approx(1.0, rel=0.05)
+    assert release["output"][2] <= bound and release["output"][2] > 0.95 * bound  # uniform fills its range
+    assert release["output"][1] == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    with pytest.raises(ValueError, match="lape_init"):
+        tiny_config(lape_init="large")

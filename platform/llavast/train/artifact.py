@@ -30,8 +30,9 @@ FORMAT = "llavast-stage-artifact/1"
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 LORA = "lora.safetensors"
-# Config keys that may differ between the artifact and the model it is applied to.
-_VOLATILE_CONFIG_KEYS = {"lape_enabled", "dtype", "torch_dtype", "transformers_version", "_name_or_path",
+# Config keys that may differ between the artifact and the model it is applied to (lape_init only says how
+# tables start when first built; a later stage loads them).
+_VOLATILE_CONFIG_KEYS = {"lape_enabled", "lape_init", "dtype", "torch_dtype", "transformers_version", "_name_or_path",
                          "architectures", "use_cache"}
 
 
