@@ -11,12 +11,13 @@ import pytest
 
 from llavast import storage
 from llavast.data.annotations import load_mixture, read_annotations
-from llavast.data.benchmark import read_benchmark, to_training_record
+from llavast.data.benchmark import to_training_record
 from llavast.data.records import Task
 from llavast.data.synth import SOURCES, SynthSpec, synthesize
 from llavast.data.synth_media import BACKGROUND
 from llavast.data.tasks import detect_task
 from llavast.data.validate import validate_record
+from llavast.evaluate.benchmarks import read_st_align
 from llavast.storage import StorageOptions
 
 OPTS = StorageOptions()
@@ -64,10 +65,10 @@ def test_records_valid_and_tasks_detected(synth_root: str) -> None:
 
 def test_benchmark_converts_to_valid_records(synth_root: str) -> None:
     for name, task in (("stvg", Task.STVG), ("elc", Task.ELC), ("svg", Task.SVG)):
-        samples = read_benchmark(storage.join(synth_root, "benchmark", f"{name}.json"), OPTS)
-        assert len(samples) == SPEC.benchmark_videos
-        for sample in samples:
-            record = to_training_record(sample, task)
+        read = read_st_align(storage.join(synth_root, "benchmark", f"{name}.json"), name, OPTS)
+        assert len(read.samples) == SPEC.benchmark_videos and not read.quarantined
+        for sample in read.samples:
+            record = to_training_record(sample.record, task)
             assert validate_record(record) is None
             record.pop("task")
             assert detect_task(record) == task

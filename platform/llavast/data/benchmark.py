@@ -4,18 +4,20 @@ Benchmark records keep pixel boxes (x, y, w, h) and absolute frame numbers, with
 and `<bboxes>` templates in the text. `to_training_record` renders them as coordinate placeholders with
 normalised values (times (f - s) / (e - s) in the split window, x by width, y by height), the form the
 tokeniser and the model consume; templates in human turns become INPUT placeholders, in gpt turns OUTPUT.
+
+`parse_benchmark_record` is the one parser of this format: the eval readers (`llavast.evaluate.benchmarks`)
+call it per record and quarantine what it rejects under its `reason`; the eval prompts are built by
+`llavast.evaluate.prompts`.
 """
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from llavast import storage
 from llavast.data.records import GPT, Task
 from llavast.errors import DataError
-from llavast.storage import StorageOptions
 
 Box = tuple[float, float, float, float]
 
@@ -34,6 +36,12 @@ class BenchmarkSample:
     box: Box | None = None  # the `<bbox>`
     start: int | None = None  # `<s>` frame
     end: int | None = None  # `<e>` frame
+    record_id: str | None = None  # the record's own `id`, when it has one
+
+    @property
+    def sample_id(self) -> str:
+        """The id outside predictions name this sample by: the record's `id`, else its 0-based position."""
+        return self.record_id if self.record_id is not None else str(self.index)
 
     def time(self, frame: int) -> float:
         """A frame's normalised time in the split window, clipped to [0, 1]."""
@@ -51,39 +59,68 @@ def _clip(v: float) -> float:
     return min(1.0, max(0.0, float(v)))
 
 
+class BenchmarkRecordError(DataError):
+    """A benchmark record that cannot be used; `reason` is a stable code (the eval readers count them)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _box(value: Any, name: str) -> Box:
+    box = tuple(float(v) for v in value)
+    if len(box) != 4:
+        raise ValueError(f"{name} must be [x, y, w, h], got {value!r}")
+    return box  # type: ignore[return-value]
+
+
 def parse_benchmark_record(raw: Any, index: int, uri: str) -> BenchmarkSample:
+    """One record of a benchmark file; `BenchmarkRecordError` (a `DataError`) with a reason when unusable:
+    `not_an_object`, `format` (a field missing or of the wrong type), `split` (not 0 <= s <= e),
+    `value_range` (width/height not positive, a box not finite or with negative size, `<s>`/`<e>` outside
+    the split or `<s>` after `<e>`)."""
     where = f"{uri} record {index}"
+    if not isinstance(raw, dict):
+        raise BenchmarkRecordError("not_an_object", f"{where}: a {type(raw).__name__}, expected a JSON object")
     try:
         meta = raw["meta"]
         spatial = meta.get("spatial_token") or {}
         times = meta.get("time_token") or {}
         s, e = (int(v) for v in meta["split"])
+        conversations = raw["conversations"]
+        if not isinstance(conversations, list):
+            raise TypeError("conversations must be a list of turns")
         sample = BenchmarkSample(
             index=index, video_path=str(raw["video_path"]), width=int(meta["width"]), height=int(meta["height"]),
-            split=(s, e), conversations=list(raw["conversations"]),
-            boxes={int(k): tuple(map(float, v)) for k, v in (spatial.get("<bboxes>") or {}).items()},
-            box=tuple(map(float, spatial["<bbox>"])) if spatial.get("<bbox>") is not None else None,
+            split=(s, e), conversations=list(conversations),
+            boxes={int(k): _box(v, f"<bboxes>[{k}]") for k, v in (spatial.get("<bboxes>") or {}).items()},
+            box=_box(spatial["<bbox>"], "<bbox>") if spatial.get("<bbox>") is not None else None,
             start=int(times["<s>"]) if times.get("<s>") is not None else None,
             end=int(times["<e>"]) if times.get("<e>") is not None else None,
+            record_id=None if raw.get("id") is None else str(raw["id"]),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(
-            f"{where}: not in the benchmark format ({type(exc).__name__}: {exc}); expected video_path, "
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BenchmarkRecordError(
+            "format", f"{where}: not in the benchmark format ({type(exc).__name__}: {exc}); expected video_path, "
             "meta.{width,height,split,spatial_token,time_token}, conversations") from exc
-    if sample.width <= 0 or sample.height <= 0 or not 0 <= s <= e:
-        raise DataError(f"{where}: width/height must be positive and 0 <= split start <= end")
+    if not 0 <= s <= e:
+        raise BenchmarkRecordError("split", f"{where}: meta.split {[s, e]} must satisfy 0 <= start <= end")
+    if sample.width <= 0 or sample.height <= 0:
+        raise BenchmarkRecordError("value_range", f"{where}: meta.width/height must be positive, got "
+                                                  f"{sample.width}x{sample.height}")
+    named = [("<bbox>", sample.box)] + [(f"<bboxes>[{f}]", b) for f, b in sample.boxes.items()]
+    for name, box in named:
+        if box is not None and (not all(math.isfinite(v) for v in box) or box[2] < 0 or box[3] < 0):
+            raise BenchmarkRecordError("value_range", f"{where}: {name} = {list(box)} is not a finite box with "
+                                                      "non-negative width and height")
+    for name, frame in (("<s>", sample.start), ("<e>", sample.end)):
+        if frame is not None and not s <= frame <= e:
+            raise BenchmarkRecordError("value_range", f"{where}: time_token {name} = {frame} is outside the "
+                                                      f"split [{s}, {e}]")
+    if sample.start is not None and sample.end is not None and sample.start > sample.end:
+        raise BenchmarkRecordError("value_range", f"{where}: time_token <s> = {sample.start} is after "
+                                                  f"<e> = {sample.end}")
     return sample
-
-
-def read_benchmark(uri: str, options: StorageOptions) -> list[BenchmarkSample]:
-    """All samples of a benchmark JSON file (a list of records)."""
-    try:
-        raw = json.loads(storage.read_text(uri, options))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{uri}: not valid JSON: {exc}") from exc
-    if not isinstance(raw, list):
-        raise DataError(f"{uri}: a benchmark file holds a JSON list of records")
-    return [parse_benchmark_record(r, i, uri) for i, r in enumerate(raw)]
 
 
 def to_training_record(sample: BenchmarkSample, task: Task, source: str = "benchmark") -> dict[str, Any]:

@@ -236,6 +236,8 @@ def _make_video(rng: np.random.Generator, spec: SynthSpec, path: str, out: str,
 
 
 def _benchmark_records(v: _Video, rng: np.random.Generator) -> dict[str, dict[str, Any]]:
+    """One STVG, ELC and SVG record about one object, its questions in the released benchmark's template forms
+    ("Starts in <s>", "<bbox>", "From <s> to <e>"), which the eval prompts rewrite as the release does."""
     obj = v.objects[int(rng.integers(0, 2))]
 
     def xywh(frame: int) -> list[float]:
@@ -249,9 +251,9 @@ def _benchmark_records(v: _Video, rng: np.random.Generator) -> dict[str, dict[st
     questions = {
         "stvg": (f"Find the {obj.name} that moves {obj.direction}: when is it visible and where?",
                  "During the span of {<s>,<e>}. Object bounding box: <bboxes>"),
-        "elc": (f"The {obj.name} at <bbox> appears at <s>. When does the event end? Describe it.",
+        "elc": (f"Starts in <s>, what happens to the {obj.name} within the region <bbox>? Where is it located?",
                 f"Ends in <e>, the {obj.name} moves {obj.direction}. Object bounding box: <bboxes>"),
-        "svg": (f"During {{<s>,<e>}}, where is the {obj.name}?", "<bboxes>"),
+        "svg": (f"From <s> to <e>, where is the {obj.name}?", "<bboxes>"),
     }
     return {task: {"video_path": v.path, "meta": meta,
                    "conversations": [{"from": "human", "value": f"<video>\n{q}"}, {"from": "gpt", "value": a}]}
