@@ -89,3 +89,38 @@ def test_decode_image(fmt: str) -> None:
     assert np.abs(got.astype(int) - want.astype(int)).mean() < 4
     with pytest.raises(MediaDecodeError):
         decode_image(b"not an image", 54)
+
+
+def _pil(frames: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.Resampling.BICUBIC)) for f in frames])
+
+
+def test_exact_resize_is_full_size_decode_then_pil_bicubic() -> None:
+    """`resize="exact"` gives the release's pixels: every sampled frame decoded full size, then PIL bicubic
+    to S x S; `resize="decoder"` (scaled inside FFmpeg) is close to it but not equal."""
+    import io
+
+    import decord
+
+    obj = MovingObject("red", "square", 40, 0, 19, (40.0, 40.0), (260.0, 180.0))
+    data = encode_mp4(np.stack([render_frame([obj], f, 320, 240) for f in range(20)]))
+    indices = frame_indices(20, 5, (1, 18))
+    full = decord.VideoReader(io.BytesIO(data), num_threads=1).get_batch(indices).asnumpy()
+    assert full.shape == (5, 240, 320, 3)
+    exact = decode_video(data, n=5, size=54, window=(1, 18), resize="exact")
+    assert np.array_equal(exact, _pil(full, 54))
+    decoder = decode_video(data, n=5, size=54, window=(1, 18))
+    assert not np.array_equal(decoder, exact) and np.abs(decoder.astype(int) - exact.astype(int)).mean() < 4
+    with pytest.raises(ValueError, match="resize"):
+        decode_video(data, n=5, size=54, resize="nearest")
+
+
+def test_exact_resize_falls_back_to_pyav_full_size(clip) -> None:
+    """decord cannot copy out this 96 x 64 clip at full size (a row-alignment limit): PyAV decodes it full
+    size and PIL resizes, the same pixels as the release's path."""
+    data, _ = clip
+    full = media._decode_pyav(data, 5, (1, 18), None)
+    assert full.shape == (5, 64, 96, 3)
+    assert np.array_equal(decode_video(data, n=5, size=54, window=(1, 18), resize="exact"), _pil(full, 54))

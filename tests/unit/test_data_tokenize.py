@@ -113,6 +113,8 @@ def test_truncation_keeps_whole_exchanges_and_drops_what_cannot_fit(setup) -> No
     assert np.array_equal(cut.coord_values, first_pair.coord_values)
     with pytest.raises(SampleTooLong):
         ConversationTokenizer(tokenizer, config, max_length=config.video_seq_len)(CONV, VARS, MediaKind.VIDEO)
+    with pytest.raises(SampleTooLong, match="needs"):  # a prompt without answer (evaluation) too long: dropped
+        ConversationTokenizer(tokenizer, config, max_length=config.video_seq_len)(CONV[:1], VARS, MediaKind.VIDEO)
 
 
 def test_rejects_tokenizer_without_coordinate_tokens(setup) -> None:

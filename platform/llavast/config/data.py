@@ -34,6 +34,8 @@ class DataConfig(Section):
         <|im_end|> and newline. "release": as the authors' release (LLaVA-NeXT preprocess_qwen), also each
         assistant header and every <|im_start|>, <|im_end|> and newline token of every turn (see
         docs/data.md, "Tokens").
+    frame_resize: how video frames reach the model's size. "decoder" (default): scaled inside the decoder
+        (faster); "exact": full-size decode, then PIL bicubic, the release's pixels (see docs/data.md, "Frames").
     """
 
     manifest: str
@@ -49,3 +51,4 @@ class DataConfig(Section):
     shuffle: Literal["rows", "blocks", "none"] = "rows"
     seed: int = 0
     label_mask: Literal["assistant_content", "release"] = "assistant_content"
+    frame_resize: Literal["decoder", "exact"] = "decoder"

@@ -1,10 +1,11 @@
 """Decoding media bytes into uint8 frames of the model's square size (no torchvision).
 
-Videos: N frame indices by the released formula (REFERENCE.md 3.4) over the clip or its split window,
-decoded with decord, falling back to PyAV when decord cannot open or seek the stream. Both scale to
-S x S inside FFmpeg (swscale; about 40 % cheaper than decoding full size and resizing with PIL for
-N = 100 at 384 px); where decord's scaler refuses a size, decord decodes full size and PIL resizes
-(bicubic). Images: PIL, bicubic. The aspect ratio is not kept (the release's square resize).
+Videos: N frame indices by the released formula over the clip or its split window, decoded with decord,
+falling back to PyAV when decord cannot open or seek the stream. How frames reach S x S (`resize`):
+    "decoder"  both decoders scale inside FFmpeg (swscale; faster); where decord's scaler refuses a size,
+               decord decodes full size and PIL resizes
+    "exact"    full-size decode, then PIL bicubic per frame: the release's pixels
+Images: PIL, bicubic. The aspect ratio is not kept (the release's square resize).
 Frames stay uint8; the float normalisation happens in the collate, the last step, so frames travel at a
 quarter of the bytes.
 """
@@ -62,11 +63,14 @@ def _decode_decord(data: bytes, n: int, window: tuple[int, int] | None, size: in
     return reader.get_batch(indices).asnumpy()
 
 
-def _decode_pyav(data: bytes, n: int, window: tuple[int, int] | None, size: int) -> np.ndarray:
-    """Sequential decode up to the last needed frame; slower than decord's seeking, but tolerant."""
+def _decode_pyav(data: bytes, n: int, window: tuple[int, int] | None, size: int | None) -> np.ndarray:
+    """Sequential decode up to the last needed frame; slower than decord's seeking, but tolerant. Scales
+    inside the decoder when `size` is given (full size otherwise)."""
     import av
 
     def rgb(frame: av.VideoFrame) -> np.ndarray:
+        if size is None:
+            return frame.to_ndarray(format="rgb24")
         return frame.reformat(width=size, height=size, format="rgb24", interpolation="BICUBIC").to_ndarray()
 
     with av.open(io.BytesIO(data)) as container:
@@ -92,11 +96,21 @@ def _decode_pyav(data: bytes, n: int, window: tuple[int, int] | None, size: int)
     return np.stack([by_index[i] for i in indices])
 
 
-def decode_video(data: bytes, n: int, size: int, window: tuple[int, int] | None = None) -> np.ndarray:
-    """(n, size, size, 3) uint8 frames of an encoded video; raises MediaDecodeError when both decoders fail."""
+FRAME_RESIZES = ("decoder", "exact")
+
+
+def decode_video(data: bytes, n: int, size: int, window: tuple[int, int] | None = None,
+                 resize: str = "decoder") -> np.ndarray:
+    """(n, size, size, 3) uint8 frames of an encoded video; raises MediaDecodeError when both decoders fail.
+    `resize`: "decoder" (scale inside the decoder) or "exact" (full-size decode + PIL bicubic, the release's)."""
     errors = []
-    # decord's own scaler rejects a few target sizes (e.g. 48 px): then decode full size and resize here
-    attempts = (("decord", _decode_decord, size), ("decord+PIL", _decode_decord, None), ("pyav", _decode_pyav, size))
+    if resize == "decoder":  # decord's own scaler rejects a few sizes (e.g. 48 px): then full size + PIL
+        attempts = (("decord", _decode_decord, size), ("decord+PIL", _decode_decord, None),
+                    ("pyav", _decode_pyav, size))
+    elif resize == "exact":
+        attempts = (("decord+PIL", _decode_decord, None), ("pyav+PIL", _decode_pyav, None))
+    else:
+        raise ValueError(f"resize {resize!r}: expected one of {', '.join(FRAME_RESIZES)}")
     for name, decoder, scale in attempts:
         try:
             return resize_square(decoder(data, n, window, scale), size)

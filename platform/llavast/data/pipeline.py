@@ -53,13 +53,15 @@ class PrepareSamples:
     """Ray Data actor: manifest rows -> sample rows (frames as uint8 bytes, token ids, labels, values)."""
 
     def __init__(self, tokenizer: Any, config: ModelConfig, max_length: int, options: StorageOptions,
-                 fetch_threads: int, secrets: SecretEnv | None = None, label_mask: str = "assistant_content") -> None:
+                 fetch_threads: int, secrets: SecretEnv | None = None, label_mask: str = "assistant_content",
+                 frame_resize: str = "decoder") -> None:
         if secrets is not None:
             secrets.apply()  # this actor's own process: storage clients read credentials from the environment
         self.tokenize = ConversationTokenizer(tokenizer, config, max_length, label_mask)
         self.size = config.image_size
         self.frames = {MediaKind.TEXT: 0, MediaKind.IMAGE: 1, MediaKind.VIDEO: config.num_frames}
         self.options = options
+        self.frame_resize = frame_resize
         self.pool = ThreadPoolExecutor(max_workers=fetch_threads)
 
     def _media(self, row: dict[str, Any]) -> tuple[np.ndarray | None, int, str, str]:
@@ -75,7 +77,7 @@ class PrepareSamples:
             if kind == MediaKind.IMAGE:
                 return decode_image(data, self.size), len(data), OK, ""
             window = (row["split_start"], row["split_end"]) if row["split_start"] >= 0 else None
-            return decode_video(data, self.frames[kind], self.size, window), len(data), OK, ""
+            return decode_video(data, self.frames[kind], self.size, window, self.frame_resize), len(data), OK, ""
         except MediaDecodeError as exc:
             return None, len(data), "decode_error", f"{row['media_uri']}: {exc}"
 
@@ -163,4 +165,4 @@ def build_dataset(rows: pa.Table, cfg: DataConfig, config: ModelConfig, tokenize
         udf_modifying_row_count=False,
         fn_constructor_kwargs={"tokenizer": tokenizer, "config": config, "max_length": cfg.max_length,
                                "options": cfg.storage, "fetch_threads": cfg.fetch_threads, "secrets": secrets,
-                               "label_mask": cfg.label_mask})
+                               "label_mask": cfg.label_mask, "frame_resize": cfg.frame_resize})

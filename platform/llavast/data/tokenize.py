@@ -101,8 +101,9 @@ class ConversationTokenizer:
         truncated = False
         if len(ids) > self.max_length:
             fitting = [end for end in pair_ends if end <= self.max_length]
-            if not fitting:
-                raise SampleTooLong(f"{len(ids)} tokens; the first exchange alone needs {pair_ends[0]} > "
+            if not fitting:  # a prompt without answer (evaluation) has no exchange to keep either
+                needs = pair_ends[0] if pair_ends else len(ids)
+                raise SampleTooLong(f"{len(ids)} tokens; the first exchange alone needs {needs} > "
                                     f"max_length {self.max_length}")
             ids, labels, truncated = ids[:fitting[-1]], labels[:fitting[-1]], True
         input_ids, label_ids = np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32)
