@@ -1,10 +1,12 @@
 """Stage-policy hooks the platform calls: which parameter groups exist and which train in each stage.
 
-Groups: vision (SigLIP), projector, llm (Qwen2 incl. lm_head and LoRA base weights), lora (adapter
-weights), stp, lape (the six tables). REFERENCE.md section 2:
+Groups: vision (SigLIP), projector, llm (Qwen2's decoder, final norm and lm_head, incl. LoRA base
+weights), embed_tokens (Qwen2's text input embedding), lora (adapter weights), stp, lape (the six tables).
+Default trainable groups per stage (the paper):
     stage 1 content alignment   : stp                (LAPE off: rho_hat = 0)
     stage 2 coordinate alignment: lora + stp + lape
     stage 3 multi-task tuning   : lora + stp + lape  (stage-2 LoRA merged into the LLM, a new LoRA added)
+The authors' release also trains embed_tokens in stages 2 and 3 (at 2e-5): `train.trainable` adds it.
 The platform reaches these through `model_zoo.spec("llava_st")` (`spec.py`, the model contract).
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-GROUPS = ("vision", "projector", "llm", "lora", "stp", "lape")
+GROUPS = ("vision", "projector", "llm", "embed_tokens", "lora", "stp", "lape")
 STAGE_TRAINABLE: dict[int, frozenset[str]] = {
     1: frozenset({"stp"}),
     2: frozenset({"lora", "stp", "lape"}),
@@ -26,6 +28,7 @@ STAGE_TRAINABLE: dict[int, frozenset[str]] = {
 # stage continues from exactly these values (the release re-initialised STP every stage: bug 2).
 CARRIED_GROUPS = frozenset({"stp", "lape"})
 _WRAPPERS = re.compile(r"^(module\.|base_model\.model\.|_orig_mod\.)+")
+_EMBED_TOKENS = "language_model.model.embed_tokens."
 _PREFIX_GROUP = {"vision_tower": "vision", "mm_projector": "projector", "language_model": "llm", "stp": "stp",
                  "lape": "lape"}
 
@@ -39,6 +42,8 @@ def group_of(name: str) -> str:
     name = canonical_name(name)
     if ".lora_" in name:
         return "lora"
+    if name.startswith(_EMBED_TOKENS):
+        return "embed_tokens"
     head = name.split(".", 1)[0]
     if head not in _PREFIX_GROUP:
         raise KeyError(f"parameter {name!r} belongs to no LLaVA-ST parameter group")

@@ -35,7 +35,12 @@ def test_paper_run_shapes():
         assert job.compute.accelerator_type == "A100" and job.deepspeed.zero_stage == 2
         assert job.storage.root.startswith("s3://") and job.data.manifest.startswith("s3://")
     assert stages["stage1"].train.lr == 1e-3
-    assert stages["stage2"].train.lr == 2e-4 and stages["stage2"].train.group_lr == {"stp": 2e-5, "lape": 2e-5}
+    release_lr = {"stp": 2e-5, "lape": 2e-5, "embed_tokens": 2e-5}
+    assert stages["stage2"].train.lr == 2e-4 and stages["stage2"].train.group_lr == release_lr
+    for job in stages.values():  # the release's recipe details, each an option (docs/training.md)
+        assert job.data.label_mask == "release" and job.data.frame_resize == "exact"
+        assert job.model.overrides["lape_init"] == "release"
+        assert "embed_tokens" in (job.train.trainable or ()) or job.train.stage == 1
     assert stages["stage2"].model.init_from == "node:stage1" and stages["stage3"].model.init_from == "node:stage2"
 
 

@@ -53,6 +53,8 @@ def _stage(**top: object) -> dict:
     ("storage", {"endpoint_url": f"http://minio:{PASSWORD}@10.0.0.5:9000"}, "storage.endpoint_url",
      "a URL with a password"),
     ("env_vars", {"API_KEY": "short"}, "env_vars.API_KEY", "a secret written as a literal"),  # by name, as before
+    ("env_vars", {"HF_TOKEN": "short"}, "env_vars.HF_TOKEN", "a secret written as a literal"),
+    ("env_vars", {"token": "short"}, "env_vars.token", "a secret written as a literal"),
 ])
 def test_literal_secrets_are_refused_by_shape_and_by_name(section, values, path, shape, tmp_path):
     job_file = _write(tmp_path, _stage(**{section: values}))
@@ -70,6 +72,12 @@ def test_literal_secrets_are_refused_by_shape_and_by_name(section, values, path,
 def test_ordinary_values_and_references_pass(value):
     check_secrets({"env_vars": {"SOME_SETTING": value}, "tracking": {"uri": "http://u@host:5000"}}, "job.yaml")
     assert secret_shape(value, env_value=True) is None
+
+
+def test_keys_that_only_contain_the_word_tokens_are_not_secrets():
+    """Counts and modules named after tokens are settings, not credentials."""
+    check_secrets({"train": {"group_lr": {"embed_tokens": 2e-5}}, "eval": {"max_new_tokens": 1024},
+                   "model": {"tokenizer": "/m/tok"}}, "job.yaml")
 
 
 def test_resolve_env_reads_each_reference_from_the_given_environment():

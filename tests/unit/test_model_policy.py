@@ -14,6 +14,7 @@ def test_every_parameter_has_exactly_one_group(tiny_model):
     groups = policy.parameter_groups(tiny_model)
     assert sum(len(v) for v in groups.values()) == len(list(tiny_model.parameters()))
     assert all(groups[g] for g in ("vision", "projector", "llm", "stp", "lape")) and groups["lora"] == []
+    assert [n for n, _ in groups["embed_tokens"]] == ["language_model.model.embed_tokens.weight"]
     assert {n for n, _ in groups["lape"]} == {f"lape.{a}_{k}" for a in ("temporal", "height", "width")
                                               for k in ("input", "output")}
 

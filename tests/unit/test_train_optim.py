@@ -33,6 +33,26 @@ def test_one_adamw_group_per_trainable_group_with_its_lr() -> None:
     assert isinstance(build_optimizer(groups), torch.optim.AdamW)
 
 
+def test_the_release_recipe_trains_the_text_embedding_at_its_own_lr() -> None:
+    """Stages 2-3 of the authors' release also train Qwen2's input embedding (2e-5): `train.trainable` adds
+    the embed_tokens group, which holds exactly that matrix; the rest of the LLM stays frozen."""
+    torch.manual_seed(0)
+    model = LlavaSTForCausalLM(tiny_config())
+    add_lora(model, LoraSpec(r=2, alpha=4, dropout=0.0, target_modules=CONTRACT.lora_target_modules(model)))
+    train = TrainSection(stage=2, lr=2e-4, trainable=("lora", "stp", "lape", "embed_tokens"),
+                         group_lr={"stp": 2e-5, "lape": 2e-5, "embed_tokens": 2e-5})
+    policy = resolve_policy(train, CONTRACT)
+    CONTRACT.apply_stage(model, policy.trainable, policy.lape)
+    groups = {g["name"]: g for g in optimizer_groups(model, CONTRACT, policy, train)}
+    assert {name: g["lr"] for name, g in groups.items()} == {"lora": 2e-4, "stp": 2e-5, "lape": 2e-5,
+                                                             "embed_tokens": 2e-5}
+    embedding = model.language_model.model.embed_tokens.weight
+    assert [id(p) for p in groups["embed_tokens"]["params"]] == [id(embedding)]
+    assert not model.language_model.lm_head.weight.requires_grad  # untied in Qwen2-7B and the tiny preset
+    frozen_llm = [p for _, p in CONTRACT.parameter_groups(model)["llm"]]
+    assert frozen_llm and not any(p.requires_grad for p in frozen_llm)
+
+
 def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
     total, ratio = 100, 0.03
     warm = warmup_steps(total, ratio)

@@ -23,8 +23,10 @@ from llavast.errors import ConfigError
 
 REDACTED = "<redacted>"
 ENV_REF = re.compile(r"^\$\{env:(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}$")
-SECRET_KEY = re.compile(r"(secret|password|passwd|token|api[_-]?key|access[_-]?key|private[_-]?key|credential)",
-                        re.IGNORECASE)
+# "token" only as a whole word of the key (HF_TOKEN, auth-token), not a count or a module (max_new_tokens,
+# embed_tokens, tokenizer)
+SECRET_KEY = re.compile(r"(secret|password|passwd|(?:^|[_\-.])token(?:$|[_\-.])|api[_-]?key|access[_-]?key"
+                        r"|private[_-]?key|credential)", re.IGNORECASE)
 URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):(?P<password>[^\s@/]+)@")
 AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[0-9A-Z]{16}\b")
 TOKEN_CHARS = re.compile(r"^[A-Za-z0-9+/=_\-.]+$")
