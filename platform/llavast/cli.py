@@ -123,6 +123,8 @@ def data_index(
                                                            "quarantining it.")] = False,
     check_media: Annotated[bool, typer.Option(help="Check that every media file exists.")] = True,
     rows_per_shard: Annotated[int, typer.Option(help="Manifest rows per Parquet shard.")] = 20_000,
+    validation: Annotated[str, typer.Option(help="release: repair what the authors' release accepts (counted); "
+                                                 "strict: quarantine it.")] = "release",
     ray_address: RayAddressOpt = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray.")] = None,
     endpoint_url: EndpointOpt = None,
@@ -139,13 +141,17 @@ def data_index(
     _start_ray(ray_address, num_cpus)
     try:
         with console.status(f"indexing {mixture}"):
-            summary = build_index(mixture, out, options, seed=seed, strict=strict,
-                                  check_media=check_media, rows_per_shard=rows_per_shard)
+            summary = build_index(mixture, out, options, seed=seed, strict=strict, check_media=check_media,
+                                  rows_per_shard=rows_per_shard, validation=validation)
     finally:
         ray.shutdown()
     console.print(f"{summary['total']} samples indexed into {out}", soft_wrap=True)
     console.print(_counts_table(summary["by_task"], "task"))
     console.print(_counts_table(summary["by_source"], "source"))
+    tolerated = {name: n for name, n in summary["tolerated"].items() if n}
+    if tolerated:
+        console.print(f"[yellow]kept with the release's tolerances[/yellow] {json.dumps(tolerated)} "
+                      "(--validation strict quarantines them)", soft_wrap=True)
     if summary["quarantined"]:
         console.print(f"[yellow]{summary['quarantined']} record(s) quarantined[/yellow] "
                       f"{json.dumps(summary['quarantined_by_reason'])}: see {out}/quarantine.jsonl", soft_wrap=True)

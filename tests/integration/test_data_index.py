@@ -52,14 +52,19 @@ def test_index_file_uri_counts_and_determinism(ray_local, tmp_path: Path) -> Non
 
 
 def test_bad_records_quarantined_and_strict_fails(ray_local, tmp_path: Path) -> None:
-    synth = synthesize(str(tmp_path / "st"), OPTS, SynthSpec(videos=3, images=2, benchmark_videos=1))
+    synth = synthesize(str(tmp_path / "st"), OPTS, SynthSpec(videos=5, images=2, benchmark_videos=1))
     ann = tmp_path / "st" / "annotations" / "tvg.jsonl"
     lines = ann.read_text().splitlines()
     bad = json.loads(lines[0])
     bad["variables"]["temporal_output_locations"] = [0.1]  # two placeholders, one value
     missing = json.loads(lines[1])
     missing["video"] = "videos/not_there.mp4"
-    ann.write_text("\n".join([json.dumps(bad), json.dumps(missing), "{not json", *lines[2:]]) + "\n")
+    clipped = json.loads(lines[2])
+    clipped["variables"]["temporal_output_locations"][0] = 1.2  # out of range: the release clips it
+    extra = json.loads(lines[3])
+    extra["variables"]["temporal_output_locations"].append(0.5)  # a value without placeholder: the release drops it
+    ann.write_text("\n".join([json.dumps(bad), json.dumps(missing), "{not json", json.dumps(clipped),
+                              json.dumps(extra), *lines[4:]]) + "\n")
     mix = tmp_path / "st" / "mixtures" / "broken.yaml"
     mix.write_text("datasets:\n"
                    "  - {json_path: ../annotations/tvg.jsonl, source: tvg, data_folder: ..}\n"
@@ -73,6 +78,15 @@ def test_bad_records_quarantined_and_strict_fails(ray_local, tmp_path: Path) -> 
     assert {q["reason"] for q in lines} == set(reasons)
     assert all(q["source_file"] and q["detail"] for q in lines)
     assert next(q for q in lines if q["reason"] == "media_missing")["id"] == missing["id"]
+    assert summary["validation"] == "release"
+    assert summary["tolerated"] == {"clipped_values": 1, "extra_values": 1, "dropped_leading_gpt": 0, "moved_marker": 0}
+    kept = pq.read_table(out / "manifest").to_pylist()
+    variables = {r["id"]: r["variables"]["temporal_output_locations"] for r in kept}
+    assert variables[clipped["id"]][0] == 1.0 and len(variables[extra["id"]]) == 2
+
+    strict = build_index(str(mix), str(tmp_path / "strict-validation"), OPTS, validation="strict")
+    assert strict["quarantined_by_reason"] == {**reasons, "placeholder_count": 2, "value_range": 1}
+    assert strict["total"] == summary["total"] - 2 and not any(strict["tolerated"].values())
 
     with pytest.raises(DataError, match="--strict: 4 bad record"):
         build_index(str(mix), str(tmp_path / "strict"), OPTS, strict=True)

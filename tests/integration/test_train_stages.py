@@ -127,7 +127,7 @@ def test_registry_versions_aliases_and_lineage(chain: Chain, train_world: TrainW
             "dropped_samples", "memory_gb"} <= set(run.data.metrics)
 
 
-def test_left_out_samples_are_counted_and_logged(chain: Chain, train_world: TrainWorld) -> None:
+def test_left_out_and_tolerated_samples_are_counted_and_logged(chain: Chain, train_world: TrainWorld) -> None:
     """Stage 2 (2 workers x 1 sample, 1 micro-step per optimizer step, 4 steps: one epoch): each global
     micro-step holds one media kind, so of each kind's rows an odd one out is left out; the driver logs
     the count of the epoch as data/left_out_samples, step 0."""
@@ -135,6 +135,10 @@ def test_left_out_samples_are_counted_and_logged(chain: Chain, train_world: Trai
     expected = sum(count % 2 for count in by_media.values())
     history = chain.tracker.client.get_metric_history(chain.stages[2].result.mlflow_run_id, "data/left_out_samples")
     assert [(m.step, m.value) for m in history] == [(0, float(expected))]
+    tolerated = read_summary(train_world.manifests[2], train_world.s3.options)["tolerated"]  # the index's repairs
+    metrics = chain.tracker.client.get_run(chain.stages[2].result.mlflow_run_id).data.metrics
+    assert tolerated and {k: metrics[f"data/tolerated_{k}"] for k in tolerated} == {k: float(v) for k, v in
+                                                                                      tolerated.items()}
 
 
 def test_overfitting_a_small_set_lowers_the_loss(chain: Chain, train_world: TrainWorld, tmp_path: Path) -> None:

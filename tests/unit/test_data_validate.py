@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from llavast.data.validate import validate_record
+from llavast.data.validate import tolerate, validate_record
 
 
 def good_record() -> dict[str, Any]:
@@ -76,3 +76,42 @@ def test_rule_violations(name: str) -> None:
     issue = validate_record(record)
     assert issue is not None and issue.reason == reason, (name, issue)
     assert issue.detail
+
+
+def _conv(record: dict[str, Any]) -> list[str]:
+    return [t["value"] for t in record["conversations"]]
+
+
+@pytest.mark.parametrize(("edit", "tolerance", "reason", "check"), [
+    (lambda r: r["conversations"].insert(0, {"from": "gpt", "value": "Hello."}), "dropped_leading_gpt", "roles",
+     lambda t: _conv(t) == _conv(good_record())),
+    (lambda r: r["conversations"][0].update(value="During {<TEMP-INPUT>,<TEMP-INPUT>}, <video> where is it?"),
+     "moved_marker", None, lambda t: _conv(t)[0] == "<video>\nDuring {<TEMP-INPUT>,<TEMP-INPUT>},  where is it?"),
+    (lambda r: r["variables"]["temporal_output_locations"].append(0.9), "extra_values", "placeholder_count",
+     lambda t: t["variables"]["temporal_output_locations"] == [0.2]),
+    (lambda r: r["variables"].update(spatial_width_output_locations=[-0.25, 1.5]), "clipped_values", "value_range",
+     lambda t: t["variables"]["spatial_width_output_locations"] == [0.0, 1.0]),
+])
+def test_release_tolerances_repair_and_name_what_they_changed(edit, tolerance, reason, check) -> None:
+    """`validation: release` keeps what the authors' release accepts, repaired as the release repairs it, and
+    names the repair; `strict` (no repair) quarantines it (a mid-text marker is valid either way, but only
+    the repaired record puts the visual block where the release does)."""
+    record = broken(edit)
+    if reason is None:
+        assert validate_record(record) is None
+    else:
+        assert validate_record(record).reason == reason
+    repaired, applied = tolerate(record)
+    assert applied == [tolerance] and validate_record(repaired) is None and check(repaired)
+    assert record == broken(edit)  # the input is left as it was
+
+
+def test_tolerances_leave_good_and_hopeless_records_alone() -> None:
+    assert tolerate(good_record()) == (good_record(), [])
+    nan = broken(lambda r: r["variables"].update(temporal_output_locations=[float("nan")]))
+    repaired, applied = tolerate(nan)
+    assert applied == [] and validate_record(repaired).reason == "value_range"  # the release cannot use it either
+    few = broken(lambda r: r["variables"].update(temporal_input_locations=[0.1]))
+    assert tolerate(few)[1] == [] and validate_record(tolerate(few)[0]).reason == "placeholder_count"
+    only_gpt = {"video": "v.mp4", "conversations": [{"from": "gpt", "value": "<video>\nx"}]}
+    assert tolerate(only_gpt)[1] == []  # nothing would be left to train on

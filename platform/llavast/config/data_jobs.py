@@ -48,3 +48,4 @@ class IndexJobConfig(JobCommon):
     seed: int = 0
     strict: bool = False
     check_media: bool = True
+    validation: Literal["release", "strict"] = "release"

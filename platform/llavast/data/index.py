@@ -25,7 +25,7 @@ from llavast.data import manifest
 from llavast.data.annotations import MixtureEntry, Unparsable, iter_sampled, load_mixture, read_annotations
 from llavast.data.records import media_of
 from llavast.data.tasks import detect_task
-from llavast.data.validate import Issue, validate_record
+from llavast.data.validate import TOLERANCES, VALIDATIONS, Issue, tolerate, validate_record
 from llavast.errors import DataError, LlavastError
 from llavast.storage import StorageOptions
 
@@ -70,10 +70,12 @@ def _quarantine_line(entry: MixtureEntry, index: int | None, record: Any, issue:
 
 
 def _process_chunk(row: dict[str, Any], entries: list[MixtureEntry], out_uri: str, check_media: bool,
-                   options: StorageOptions) -> dict[str, Any]:
-    """Validate one chunk, write its shard, and return its counts and quarantine lines."""
+                   options: StorageOptions, validation: str) -> dict[str, Any]:
+    """Repair (validation "release"), validate one chunk, write its shard, and return its counts and
+    quarantine lines."""
     entry = entries[row["entry"]]
     quarantine: list[dict[str, Any]] = []
+    tolerated: Counter[str] = Counter()
     if row["error"]:
         issue = Issue("annotation_unreadable", row["error"])
         quarantine.append(_quarantine_line(entry, None, None, issue))
@@ -83,6 +85,9 @@ def _process_chunk(row: dict[str, Any], entries: list[MixtureEntry], out_uri: st
         if isinstance(record, dict) and _UNPARSABLE in record:
             quarantine.append(_quarantine_line(entry, index, None, Issue("json", record[_UNPARSABLE])))
             continue
+        applied: list[str] = []
+        if validation == "release":
+            record, applied = tolerate(record)
         issue = validate_record(record)
         if issue is None and check_media:
             _, path = media_of(record)
@@ -92,23 +97,29 @@ def _process_chunk(row: dict[str, Any], entries: list[MixtureEntry], out_uri: st
             quarantine.append(_quarantine_line(entry, index, record, issue))
             continue
         rows.append(manifest.manifest_row(record, entry, index, detect_task(record, entry.task)))
+        tolerated.update(applied)  # kept records only: what trains differently from the raw annotation
     shard = ""
     if rows:
         shard = f"part-{row['entry']:05d}-{row['chunk']:05d}.parquet"
         fs, path = storage.arrow_filesystem(storage.join(out_uri, manifest.MANIFEST_DIR, shard), options)
         pq.write_table(manifest.rows_to_table(rows), path, filesystem=fs, row_group_size=manifest.ROWS_PER_BLOCK)
-    counts = {"task": dict(Counter(r["task"] for r in rows)), "media": dict(Counter(r["media_kind"] for r in rows))}
+    counts = {"task": dict(Counter(r["task"] for r in rows)), "media": dict(Counter(r["media_kind"] for r in rows)),
+              "tolerated": dict(tolerated)}
     return {"entry": row["entry"], "chunk": row["chunk"], "rows": len(rows), "sampled": row["sampled"],
             "shard": shard, "counts": json.dumps(counts), "quarantine": json.dumps(quarantine)}
 
 
 def build_index(mixture_uri: str, out_uri: str, options: StorageOptions, *, seed: int = 0, strict: bool = False,
-                check_media: bool = True, rows_per_shard: int = 20_000) -> dict[str, Any]:
+                check_media: bool = True, rows_per_shard: int = 20_000, validation: str = "release") -> dict[str, Any]:
     """Index a stage mixture into `out_uri` and return the summary; needs a running Ray (`ray.init`).
 
-    Bad records are quarantined and counted; with `strict` the first few raise `DataError` instead and
-    no index is left behind. Re-running replaces the previous index at `out_uri`.
+    `validation` "release" first repairs what the authors' release accepts (`validate.tolerate`; each repair
+    counted in the summary's `tolerated`), "strict" repairs nothing. Bad records are quarantined and
+    counted; with `strict` the first few raise `DataError` instead and no index is left behind. Re-running
+    replaces the previous index at `out_uri`.
     """
+    if validation not in VALIDATIONS:
+        raise DataError(f"validation {validation!r}: expected one of {', '.join(VALIDATIONS)}")
     if not ray.is_initialized():
         raise LlavastError("build_index runs on Ray: call ray.init(...) first (the CLI does)")
     mixture = load_mixture(mixture_uri, options)
@@ -120,7 +131,7 @@ def build_index(mixture_uri: str, out_uri: str, options: StorageOptions, *, seed
     ds = ds.flat_map(partial(_read_entry, entries=entries, seed=seed, rows_per_shard=rows_per_shard,
                              options=options))
     ds = ds.map(partial(_process_chunk, entries=entries, out_uri=out_uri, check_media=check_media,
-                        options=options))
+                        options=options, validation=validation))
     results = sorted(ds.take_all(), key=lambda r: (r["entry"], r["chunk"]))
 
     quarantine = [line for r in results for line in json.loads(r["quarantine"])]
@@ -132,7 +143,7 @@ def build_index(mixture_uri: str, out_uri: str, options: StorageOptions, *, seed
                         "index without --strict to quarantine them")
     storage.write_text(storage.join(out_uri, manifest.QUARANTINE_FILE),
                        "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine), options)
-    summary = _summarise(mixture_uri, out_uri, seed, entries, results, quarantine)
+    summary = _summarise(mixture_uri, out_uri, seed, entries, results, quarantine) | {"validation": validation}
     storage.write_text(storage.join(out_uri, manifest.SUMMARY_FILE), json.dumps(summary, indent=1, sort_keys=True),
                        options)
     log.info("indexed %d samples (%d quarantined) from %s into %s", summary["total"], summary["quarantined"],
@@ -145,19 +156,21 @@ def _summarise(mixture_uri: str, out_uri: str, seed: int, entries: list[MixtureE
     by_task: Counter[str] = Counter()
     by_media: Counter[str] = Counter()
     by_source: Counter[str] = Counter()
+    tolerated: Counter[str] = Counter({name: 0 for name in TOLERANCES})
     sampled: dict[str, int] = {}
     for r in results:
         source = entries[r["entry"]].source
         counts = json.loads(r["counts"])
         by_task.update(counts["task"])
         by_media.update({["text", "image", "video"][int(k)]: v for k, v in counts["media"].items()})
+        tolerated.update(counts["tolerated"])
         by_source[source] += r["rows"]
         sampled[source] = r["sampled"]
     return {
         "mixture": mixture_uri, "index": out_uri, "seed": seed,
         "total": sum(by_source.values()), "quarantined": len(quarantine),
         "sampled": sampled, "by_source": dict(by_source), "by_task": dict(by_task), "by_media": dict(by_media),
-        "quarantined_by_reason": dict(Counter(q["reason"] for q in quarantine)),
+        "quarantined_by_reason": dict(Counter(q["reason"] for q in quarantine)), "tolerated": dict(tolerated),
         "shards": [r["shard"] for r in results if r["shard"]],
         "strategies": {e.source: e.sampling_strategy for e in entries},
     }

@@ -3,10 +3,21 @@
 Each rule returns an `Issue` (a stable reason code plus a detail naming the offending field) or None;
 `validate_record` runs them in order and reports the first failure. The indexer quarantines failing
 records instead of crashing, and `--strict` turns the first one into an error.
+
+Before the rules, `tolerate` (index `validation: release`, the default) repairs what the authors' release
+accepts, so that the project trains on the subset of ST-Align the paper trained on, and names each repair
+(counted in the index summary, `tolerated`, and logged by every stage that trains on the index):
+    dropped_leading_gpt  a conversation opening with a gpt turn loses that turn (the release drops it)
+    moved_marker         a `<image>`/`<video>` marker not at the start of its turn moves to the front of it
+                         (LLaVA's preprocess_multimodal: marker, newline, the rest stripped)
+    extra_values         a variables list longer than its placeholders is cut to their count
+    clipped_values       a finite coordinate value outside [0, 1] is clipped to it
+`validation: strict` repairs nothing: such records are quarantined as before.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import posixpath
 import re
@@ -150,6 +161,51 @@ RULES: tuple[Rule, ...] = (
     check_shape, check_media_path, check_roles, check_media_marker, check_variables,
     check_placeholder_counts, check_value_range, check_split,
 )
+
+
+TOLERANCES = ("dropped_leading_gpt", "moved_marker", "extra_values", "clipped_values")
+VALIDATIONS = ("release", "strict")
+
+
+def tolerate(record: Any) -> tuple[Any, list[str]]:
+    """The record as the release would train on it, and the tolerances applied (empty: unchanged).
+
+    Only well-formed parts are repaired; whatever the release would not accept either is left for the rules.
+    The input is never modified.
+    """
+    if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
+        return record, []
+    out, applied = copy.deepcopy(record), []
+    turns = out["conversations"]
+    if len(turns) > 1 and isinstance(turns[0], dict) and turns[0].get("from") == GPT:
+        del turns[0]
+        applied.append("dropped_leading_gpt")
+    kind, _ = media_of(out)
+    if kind != MediaKind.TEXT:
+        moved = False
+        for turn in turns:
+            value = turn.get("value") if isinstance(turn, dict) else None
+            if isinstance(value, str) and value.count(kind.marker) == 1 and not value.startswith(kind.marker):
+                turn["value"] = kind.marker + "\n" + value.replace(kind.marker, "").strip()
+                moved = True
+        if moved:
+            applied.append("moved_marker")
+    variables = out.get("variables")
+    if isinstance(variables, dict) and all(isinstance(t, dict) and isinstance(t.get("value"), str) for t in turns):
+        counts = placeholder_counts("\n".join(t["value"] for t in turns))
+        numbers = {k: v for k, v in variables.items() if isinstance(v, list)
+                   and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)}
+        extra = clipped = False
+        for placeholder, key in PLACEHOLDER_VARIABLES.items():
+            if key in numbers and len(numbers[key]) > counts[placeholder]:
+                variables[key] = numbers[key] = numbers[key][:counts[placeholder]]
+                extra = True
+        for key, values in numbers.items():
+            if any(math.isfinite(v) and not 0.0 <= v <= 1.0 for v in values):
+                variables[key] = [min(1.0, max(0.0, v)) if math.isfinite(v) else v for v in values]
+                clipped = True
+        applied += ["extra_values"] * extra + ["clipped_values"] * clipped
+    return out, applied
 
 
 def validate_record(record: Any) -> Issue | None:

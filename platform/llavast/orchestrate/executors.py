@@ -98,8 +98,9 @@ class IndexExecutor(_StorageMarked):
         from llavast.data.index import build_index
 
         summary = build_index(job.mixture, job.out, job.storage, seed=job.seed, strict=job.strict,
-                              check_media=job.check_media)
-        return {"samples": summary["total"], "quarantined": summary["quarantined"]}
+                              check_media=job.check_media, validation=job.validation)
+        return {"samples": summary["total"], "quarantined": summary["quarantined"],
+                "tolerated": sum(summary["tolerated"].values())}
 
 
 class StageExecutor:

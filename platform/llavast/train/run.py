@@ -28,7 +28,7 @@ from llavast.config.loader import fingerprint
 from llavast.config.secrets import SecretEnv, redact, redact_config, split_env
 from llavast.config.stage import StageJobConfig
 from llavast.data import plan
-from llavast.data.manifest import Blocks, read_layout
+from llavast.data.manifest import Blocks, read_layout, read_summary
 from llavast.errors import LlavastError, RegistrationPending, TrackingError, TrainError
 from llavast.failures import describe
 from llavast.lease import Lease
@@ -164,6 +164,8 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
         rank_plans, left_out = hand_out_plans(job, stage_plan)
         for epoch, rows in enumerate(left_out):  # rows the single-media micro-steps and whole steps leave out
             tracker.log_metrics(run_id, {"data/left_out_samples": float(rows)}, step=epoch)
+        tolerated = read_summary(job.data.manifest, job.data.storage).get("tolerated", {})  # the index's repairs
+        tracker.log_metrics(run_id, {f"data/tolerated_{name}": float(n) for name, n in tolerated.items()}, step=0)
         args = LoopArgs(job=job, fingerprint=fp, run_name=run_name, mlflow_run_id=run_id, parent_dir_uri=parent_dir,
                         artifact_uri=artifact_uri, unsent_metrics_uri=unsent, total_steps=total,
                         blocks=stage_plan.blocks, rank_plans=rank_plans, lineage=lineage)
