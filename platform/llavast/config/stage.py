@@ -1,7 +1,9 @@
 """The stage job: one LLaVA-ST training stage (`kind: stage`), as written in a job YAML.
 
-Every default is the paper's or the release's choice (REFERENCE.md section 2); what a stage trains
-defaults to the model's stage policy and can be overridden per stage here.
+Defaults follow the paper; where the authors' release did something the paper does not state, the default
+and the option that restores the release are in docs/training.md ("Where the defaults differ from the
+authors' release"). What a stage trains defaults to the model's stage policy and can be overridden per
+stage here.
 """
 
 from __future__ import annotations
