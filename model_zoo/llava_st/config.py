@@ -20,6 +20,7 @@ class LlavaSTConfigError(ValueError):
 
 
 LAPE_INITS = ("small", "release")
+VIDEO_FAST_TOKENS = ("stp", "release_text")
 
 
 class LlavaSTConfig(PretrainedConfig):
@@ -40,6 +41,14 @@ class LlavaSTConfig(PretrainedConfig):
             "small" N(0, initializer_range) for all six; "release" as the authors' release, which creates them
             after the base weights load and keeps PyTorch's defaults: input tables N(0, 1) (nn.Embedding),
             output tables U(-1/sqrt(D), 1/sqrt(D)) (nn.Linear). Later stages load the tables from the artifact.
+        video_fast_tokens: what fills the first k2^2 N positions of each video's visual block. "stp" (default,
+            the paper, and what training always uses): F_s, the spatial packer's output. "release_text": only for
+            inference with the authors' released weights, whose LLM never saw F_s (the release's bug 1) but the
+            text embeddings of `<vid_start>`, k2^2 N - 2 x `<vid_patch>`, `<vid_end>`: those rows of the LLM's
+            input embedding go there instead (F_t positions unchanged). `loading.from_release_state_dict` sets it.
+        vid_start_token_id, vid_patch_token_id, vid_end_token_id: the embedding rows "release_text" reads (the
+            release's added tokens, rows L+3, L+5, L+4 for a base tokenizer of length L; set by the converter,
+            `convert.release_video_token_ids`). Required in "release_text" mode, unused otherwise.
         lora_r, lora_alpha, lora_dropout: LoRA defaults for stages 2 and 3.
         image_token_id, video_token_id: ids of `<image>` / `<video>` in the text vocabulary.
     """
@@ -64,6 +73,10 @@ class LlavaSTConfig(PretrainedConfig):
         stp_query_pool: str = "interpolate",
         lape_enabled: bool = True,
         lape_init: str = "small",
+        video_fast_tokens: str = "stp",
+        vid_start_token_id: int | None = None,
+        vid_patch_token_id: int | None = None,
+        vid_end_token_id: int | None = None,
         lora_r: int = 128,
         lora_alpha: int = 256,
         lora_dropout: float = 0.05,
@@ -94,6 +107,12 @@ class LlavaSTConfig(PretrainedConfig):
         if lape_init not in LAPE_INITS:
             raise ValueError(f"lape_init {lape_init!r}: expected one of {', '.join(LAPE_INITS)}")
         self.lape_init = lape_init
+        if video_fast_tokens not in VIDEO_FAST_TOKENS:
+            raise LlavaSTConfigError(
+                f"video_fast_tokens {video_fast_tokens!r}: expected one of {', '.join(VIDEO_FAST_TOKENS)}")
+        self.video_fast_tokens = video_fast_tokens
+        self.vid_start_token_id, self.vid_patch_token_id = vid_start_token_id, vid_patch_token_id
+        self.vid_end_token_id = vid_end_token_id
         self.lora_r, self.lora_alpha, self.lora_dropout = lora_r, lora_alpha, lora_dropout
         self.image_token_id, self.video_token_id = image_token_id, video_token_id
         super().__init__(**kwargs)
@@ -133,6 +152,11 @@ class LlavaSTConfig(PretrainedConfig):
         """Visual tokens of a video: N_s + N_t = k2^2 N + k1^2 sigma (2520 by default)."""
         return self.k2**2 * self.num_frames + self.k1**2 * self.sigma
 
+    @property
+    def release_video_text_ids(self) -> tuple[int, int, int]:
+        """(vid_start, vid_patch, vid_end) embedding rows of the "release_text" mode."""
+        return self.vid_start_token_id, self.vid_patch_token_id, self.vid_end_token_id
+
     # ---- validation -----------------------------------------------------------------------------------
     def validate(self) -> LlavaSTConfig:
         """Raise `LlavaSTConfigError` naming the first violated constraint; return self when valid."""
@@ -168,4 +192,18 @@ class LlavaSTConfig(PretrainedConfig):
             raise LlavaSTConfigError(
                 f"vision_feature_layer must index the tower's hidden states from the end, got "
                 f"{self.vision_feature_layer} for {self.vision_config.num_hidden_layers} layers")
+        if self.video_fast_tokens not in VIDEO_FAST_TOKENS:
+            raise LlavaSTConfigError(
+                f"video_fast_tokens must be one of {VIDEO_FAST_TOKENS}, got {self.video_fast_tokens!r}")
+        if self.video_fast_tokens == "release_text":
+            names = ("vid_start_token_id", "vid_patch_token_id", "vid_end_token_id")
+            for name, row in zip(names, self.release_video_text_ids, strict=True):
+                if not isinstance(row, int) or not 0 <= row < self.text_vocab_size:
+                    raise LlavaSTConfigError(
+                        f"video_fast_tokens='release_text' needs {name} as a row of the text embedding "
+                        f"[0, {self.text_vocab_size}), got {row!r} (the converter sets it: "
+                        "loading.from_release_state_dict)")
+            if self.k2**2 * self.num_frames < 2:
+                raise LlavaSTConfigError("video_fast_tokens='release_text' needs k2^2 N >= 2 positions "
+                                         "(<vid_start> ... <vid_end>)")
         return self

@@ -32,6 +32,13 @@ Dropped, because the model never uses them (see REFERENCE.md and the release's c
 Any other key raises `ReleaseCheckpointError` naming it, so a checkpoint of another layout (for example
 one with unmerged LoRA adapters) fails loudly instead of loading half its weights.
 
+Released-weight inference (`loading.from_release_state_dict`): the released LLM never saw F_s (the release's
+bug 1) but the text embeddings of the tokens its prompt held there. The release added 14 tokens after the base
+Qwen2 tokenizer (length L), in this order: ``RELEASE_ADDED_TOKENS``. So `<vid_start>`, `<vid_patch>` and
+`<vid_end>` are rows L+3, L+5 and L+4 of its embedding, which has L + 14 rows (151,646 + 14 = 151,660 for the
+7B); `release_video_token_ids` computes them and the loader puts them into the config with
+``video_fast_tokens="release_text"``.
+
 Note: the release deletes SigLIP's last encoder layer before saving, so its tower has one layer fewer than
 a 27-layer SigLIP config; load the converted dict into a model whose vision config matches the checkpoint.
 """
@@ -72,6 +79,15 @@ EXACT_RENAMES: dict[str, str] = {
 }
 
 
+# The tokens the release appends to the base tokenizer, in order (its ids L, L+1, ...); the coordinate tokens follow.
+RELEASE_ADDED_TOKENS: tuple[str, ...] = (
+    "<im_start>", "<im_end>", "<im_patch>", "<vid_start>", "<vid_end>", "<vid_patch>", "<slow_vid_start>",
+    "<slow_vid_end>", "<TEMP-INPUT>", "<TEMP-OUTPUT>", "<HEIGHT-INPUT>", "<HEIGHT-OUTPUT>", "<WIDTH-INPUT>",
+    "<WIDTH-OUTPUT>",
+)
+RELEASED_EMBED_KEY = "model.embed_tokens.weight"
+
+
 class ReleaseCheckpointError(ValueError):
     """A released-checkpoint key that the converter does not know how to place."""
 
@@ -106,3 +122,31 @@ def convert_release_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Te
     if dropped:
         logger.info("dropped %d unused released keys: %s", len(dropped), ", ".join(sorted(dropped)))
     return converted
+
+
+def release_video_token_ids(base_tokenizer_length: int) -> dict[str, int]:
+    """The config fields of `<vid_start>`/`<vid_patch>`/`<vid_end>`: rows L+3, L+5, L+4 (module docstring)."""
+    row = {name: base_tokenizer_length + i for i, name in enumerate(RELEASE_ADDED_TOKENS)}
+    return {"vid_start_token_id": row["<vid_start>"], "vid_patch_token_id": row["<vid_patch>"],
+            "vid_end_token_id": row["<vid_end>"]}
+
+
+def release_inference_fields(state_dict: Mapping[str, Tensor],
+                             base_tokenizer_length: int | None = None) -> dict[str, object]:
+    """`LlavaSTConfig` fields for faithful inference with this released ``state_dict`` (released names).
+
+    ``video_fast_tokens="release_text"`` and the three row ids. L, the base tokenizer's length, defaults to the
+    embedding's rows minus the release's 14 added tokens; pass it when the checkpoint's tokenizer says otherwise
+    (for example an embedding padded beyond the tokenizer).
+    """
+    if RELEASED_EMBED_KEY not in state_dict:
+        raise ReleaseCheckpointError(f"no {RELEASED_EMBED_KEY!r} in the released state dict: cannot place the "
+                                     "<vid_start>/<vid_patch>/<vid_end> rows")
+    rows = state_dict[RELEASED_EMBED_KEY].shape[0]
+    if base_tokenizer_length is None:
+        base_tokenizer_length = rows - len(RELEASE_ADDED_TOKENS)
+    if not 0 <= base_tokenizer_length <= rows - len(RELEASE_ADDED_TOKENS):
+        raise ReleaseCheckpointError(
+            f"base tokenizer length {base_tokenizer_length} does not fit the released embedding of {rows} rows "
+            f"(the release adds {len(RELEASE_ADDED_TOKENS)} tokens after it)")
+    return {"video_fast_tokens": "release_text", **release_video_token_ids(base_tokenizer_length)}

@@ -4,19 +4,23 @@
     `LlavaOnevisionForConditionalGeneration.save_pretrained` writes) plus its tokenizer: the SigLIP tower,
     projector and Qwen2 come from the checkpoint; LAPE and STP are new and freshly initialised.
 (b) A LLaVA-ST checkpoint saved by this project (`LlavaSTForCausalLM.save_pretrained`): `from_pretrained`.
-Released LLaVA-ST weights go through `convert.convert_release_state_dict` first.
+(c) Released LLaVA-ST weights (a state dict in the authors' names): `from_release_state_dict`, which renames them
+    with `convert.convert_release_state_dict` and switches the model to released-weight inference.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from transformers import AutoTokenizer, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
 from .config import LlavaSTConfig
+from .convert import convert_release_state_dict, release_inference_fields
 from .lape import LAPE
 from .modeling import LlavaSTForCausalLM
 from .stp import SpatialTemporalPacker
@@ -85,6 +89,29 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, **overrides
         raise ValueError(f"{path} is a LLaVA-ST checkpoint: its shapes are fixed, overrides {sorted(overrides)} "
                          "cannot apply")
     return LlavaSTForCausalLM.from_pretrained(path, dtype=dtype).eval()
+
+
+def from_release_state_dict(state_dict: Mapping[str, Tensor], config: LlavaSTConfig,
+                            base_tokenizer_length: int | None = None) -> LlavaSTForCausalLM:
+    """The authors' released weights, loaded strictly, in faithful released-weight inference mode.
+
+    `config` gives the checkpoint's shapes (a 26-layer tower with `vision_feature_layer=-1`, V = the released
+    embedding's rows, ...); a copy of it gets ``video_fast_tokens="release_text"`` and the `<vid_start>`/
+    `<vid_patch>`/`<vid_end>` rows from `convert.release_inference_fields` (L = rows - 14 unless
+    `base_tokenizer_length` is given), so each video's first k2^2 N positions hold those text embeddings, as the
+    released LLM saw them (REFERENCE bug 1), not F_s. For inference only: training refuses this mode.
+    The model is built at full size before the weights load (twice the memory of the weights, briefly).
+    """
+    fields = release_inference_fields(state_dict, base_tokenizer_length)
+    converted = convert_release_state_dict(state_dict)
+    rows = converted["language_model.model.embed_tokens.weight"].shape[0]
+    if rows != config.text_vocab_size:
+        raise ValueError(f"the released embedding has {rows} rows but config.text_config.vocab_size is "
+                         f"{config.text_vocab_size}: build the config with the checkpoint's vocab size")
+    config = LlavaSTConfig.from_dict({**config.to_dict(), **fields}).validate()
+    model = LlavaSTForCausalLM(config)
+    model.load_state_dict(converted, strict=True)
+    return model.eval()
 
 
 def load_tokenizer(path: str | Path, config: LlavaSTConfig) -> Any:

@@ -3,7 +3,9 @@
 Data flow of one sample (shapes at the 7B defaults, D = 3584):
     frames (T, 3, 384, 384) -> SigLIP hidden_states[-2] (T, 729, 1152) -> projector (T, 729, D)
     -> + rho (LAPE)  -> image: 729 tokens | video (T = N = 100): STP -> F_s (100, 9, D), F_t (20, 81, D)
-    -> the `<image>`/`<video>` runs of input_ids are replaced by those tokens (F_s block, then F_t block)
+    -> the `<image>`/`<video>` runs of input_ids are replaced by those tokens (F_s block, then F_t block;
+       with `video_fast_tokens="release_text"`, released-weight inference only, the F_s block is replaced by the
+       release's `<vid_start>`/`<vid_patch>`/`<vid_end>` text embeddings, as its LLM saw them)
     -> Qwen2 -> logits = [lm_head(h), h E_out^t^T, h E_out^h^T, h E_out^w^T]   (V + M_t + M_h + M_w columns)
 The batch contract (input_ids, labels, coord_values, pixel_values, media_kind) is documented in docs/model.md.
 """
@@ -118,10 +120,25 @@ class LlavaSTForCausalLM(PreTrainedModel):
                 chunk = LAPE.inject(chunk, tables, grid, is_video)
             if is_video:
                 f_s, f_t = self.stp(chunk)
-                tokens.append(torch.cat([f_s.flatten(0, 1), f_t.flatten(0, 1)]))
+                fast = (self.release_video_text_embeds().to(f_t.dtype)
+                        if self.config.video_fast_tokens == "release_text" else f_s.flatten(0, 1))
+                tokens.append(torch.cat([fast, f_t.flatten(0, 1)]))
             else:
                 tokens.append(chunk[0])
         return tokens
+
+    def release_video_text_embeds(self) -> Tensor:
+        """(k2^2 N, D): the input-embedding rows of `<vid_start>`, `<vid_patch>` x (k2^2 N - 2), `<vid_end>`.
+
+        What the released LLM saw where F_s belongs (its bug 1; `video_fast_tokens="release_text"`): the text
+        embeddings of the tokens the release's prompt held there, which its F_s splice failed to replace.
+        """
+        c = self.config
+        start, patch, end = c.release_video_text_ids
+        embedding = self.language_model.get_input_embeddings()
+        ids = torch.full((c.k2**2 * c.num_frames,), patch, dtype=torch.long, device=embedding.weight.device)
+        ids[0], ids[-1] = start, end
+        return embedding(ids)
 
     def build_inputs_embeds(self, input_ids: Tensor, coord_values: Tensor | None, pixel_values: Tensor | None,
                             media_kind: Tensor | None, tables: LAPETables) -> Tensor:

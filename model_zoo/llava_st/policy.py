@@ -72,6 +72,10 @@ def apply_stage(model: nn.Module, trainable: frozenset[str] | set[str], lape_ena
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "lape_enabled"):
         raise TypeError("apply_stage expects a LlavaSTForCausalLM (possibly wrapped)")
+    if getattr(config, "video_fast_tokens", "stp") != "stp":
+        raise ValueError(
+            f"video_fast_tokens={config.video_fast_tokens!r} is the released-weight inference mode (the release's "
+            "F_s bug); training keeps both streams: set model.config.video_fast_tokens = 'stp' to train")
     config.lape_enabled = lape_enabled
 
 
