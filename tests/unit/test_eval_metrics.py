@@ -112,7 +112,7 @@ def test_sampled_frames():
     assert sampled_frames((0, 5), 3) == [0, 2, 5]  # round(2.5) = 2, half to even as Python
     assert sampled_frames((0, 2), 5) == [0, 0, 1, 2, 2]  # shorter window than N: repeats
     assert sampled_frames((7, 7), 3) == [7, 7, 7]
-    assert sampled_frames((4, 9), 1) == [4]
+    assert sampled_frames((4, 9), 1) == [6]  # the middle frame, as the data path decodes it
 
 
 def test_time_frame_and_pixel_conversions():

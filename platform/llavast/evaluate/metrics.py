@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from llavast.data.media import frame_indices
 from llavast.errors import LlavastError
 from llavast.evaluate.answers import Box, ParsedAnswer, check_task
 
@@ -104,15 +105,13 @@ def tvg_summary(ious: Sequence[float], parsed: Sequence[bool]) -> dict[str, floa
 # ---- STVG / SVG / ELC (the ST-Align benchmark) ----
 
 def sampled_frames(split: Sequence[int], num_frames: int) -> list[int]:
-    """The N frames a model sees of the window [s, e] (inclusive; dur = e - s + 1): s + round(i / (N - 1)
-    * (dur - 1)) for i = 0..N-1 (Python's round, half to even, as the release). Frames repeat when dur < N;
-    N = 1 is the frame s."""
+    """The N frames a model sees of the window [s, e] (inclusive; dur = e - s + 1), by the data path's own
+    `frame_indices`: s + round(i / (N - 1) * (dur - 1)) for i = 0..N-1 (Python's round, half to even, as the
+    release). Frames repeat when dur < N; N = 1 is the window's middle frame."""
     s, e = int(split[0]), int(split[1])
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if num_frames == 1:
-        return [s]
-    return [s + round(i / (num_frames - 1) * (e - s)) for i in range(num_frames)]
+    return frame_indices(e + 1, num_frames, (s, e))
 
 
 def time_to_frame(time: float, split: Sequence[int]) -> int:
