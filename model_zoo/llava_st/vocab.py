@@ -35,6 +35,10 @@ def coordinate_tokens(config: LlavaSTConfig) -> list[str]:
     return [coordinate_token(axis, k) for axis, m in axis_sizes(config).items() for k in range(m)]
 
 
+def _round_3_half_up(values: torch.Tensor) -> torch.Tensor:
+    return (torch.floor(values.double() * 1000 + 0.5) / 1000).clamp(0, 1)
+
+
 def quantize_values(values: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """THE quantiser, used by the vocabulary, the data path and the model alike: values -> (floor, ceil, ratio)
     on tables of `sizes` rows.
@@ -45,7 +49,7 @@ def quantize_values(values: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Te
     (the data path carries them so): a float32 value is widened first, and its own rounding error can move it
     across a tie.
     """
-    v = (torch.floor(values.double() * 1000 + 0.5) / 1000).clamp(0, 1)
+    v = _round_3_half_up(values)
     p = v * (sizes.to(v.device, torch.float64) - 1)
     floor = p.floor().long()
     ceil = torch.minimum(p.ceil().long(), sizes.to(floor.device) - 1)
@@ -54,7 +58,7 @@ def quantize_values(values: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Te
 
 def normalise(value: float) -> float:
     """A value as the quantiser sees it: rounded to 3 decimals (half up) and clipped to [0, 1]."""
-    return float((torch.floor(torch.tensor(float(value), dtype=torch.float64) * 1000 + 0.5) / 1000).clamp(0, 1))
+    return float(_round_3_half_up(torch.tensor(float(value), dtype=torch.float64)))
 
 
 def quantize(value: float, m: int) -> tuple[int, int, float]:

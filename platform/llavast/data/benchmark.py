@@ -59,6 +59,11 @@ def _clip(v: float) -> float:
     return min(1.0, max(0.0, float(v)))
 
 
+def round_3(v: float) -> float:
+    """A benchmark value as the release writes it: 3 decimals (Python's round), clipped to [0, 1]."""
+    return _clip(round(float(v), 3))
+
+
 class BenchmarkRecordError(DataError):
     """A benchmark record that cannot be used; `reason` is a stable code (the eval readers count them)."""
 

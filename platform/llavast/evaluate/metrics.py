@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from llavast.data.benchmark import round_3
 from llavast.data.media import frame_indices
 from llavast.errors import LlavastError
 from llavast.evaluate.answers import Box, ParsedAnswer, check_task
@@ -63,7 +64,7 @@ def rec_truth_box(xywh: Sequence[float], width: float, height: float) -> Box:
     """A REC ground-truth box (x, y, w, h pixels) in the answer's units: x1/W, y1/H, x2/W, y2/H, each rounded
     to 3 decimals and clipped to [0, 1] (the same normalisation as the training targets)."""
     x, y, w, h = xywh
-    return (_norm(x / width), _norm(y / height), _norm((x + w) / width), _norm((y + h) / height))
+    return (round_3(x / width), round_3(y / height), round_3((x + w) / width), round_3((y + h) / height))
 
 
 def rec_iou(predicted: Sequence[float] | None, truth: Sequence[float]) -> float:
@@ -282,9 +283,6 @@ def elc_summary(scores: Sequence[STScores], parsed: Sequence[bool], predicted_ca
 
 
 # ---- helpers ----
-
-def _norm(v: float) -> float:
-    return min(1.0, max(0.0, round(float(v), 3)))
 
 
 def _mean(values: Sequence[float]) -> float:

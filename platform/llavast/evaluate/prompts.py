@@ -28,6 +28,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from llavast.data.benchmark import round_3
 from llavast.data.records import VARIABLE_KEYS
 from llavast.errors import DataError
 from llavast.evaluate.benchmarks import EvalSample, RECSample, STSample, TVGSample
@@ -114,10 +115,6 @@ def _variables() -> dict[str, list[float]]:
     return {key: [] for key in VARIABLE_KEYS}
 
 
-def _norm(value: float) -> float:
-    """3 decimals (Python's round, as the release), clipped to [0, 1]."""
-    return min(1.0, max(0.0, round(float(value), 3)))
-
 
 def _st_text(sample: STSample, rng: random.Random) -> tuple[str, dict[str, list[float]], str | None]:
     record = sample.record
@@ -133,7 +130,7 @@ def _st_text(sample: STSample, rng: random.Random) -> tuple[str, dict[str, list[
         if frame is None:
             raise DataError(f"benchmark record {record.index} uses {template} but meta.time_token has none")
         s, e = record.split
-        return _norm((frame - s) / (e - s)) if e > s else 0.0
+        return round_3((frame - s) / (e - s)) if e > s else 0.0
 
     def piece(match: re.Match[str]) -> str:
         first, second, starts = match.group(1), match.group(2), match.group(3)
@@ -146,7 +143,7 @@ def _st_text(sample: STSample, rng: random.Random) -> tuple[str, dict[str, list[
         if match.group(0) == "<bbox>":
             if record.box is None:
                 raise DataError(f"benchmark record {record.index} uses <bbox> but meta.spatial_token has none")
-            x1, y1, x2, y2 = (_norm(v) for v in record.norm_box(record.box))
+            x1, y1, x2, y2 = (round_3(v) for v in record.norm_box(record.box))
             variables[_WIDTH] += [x1, x2]
             variables[_HEIGHT] += [y1, y2]
             return " [<WIDTH-INPUT><HEIGHT-INPUT><WIDTH-INPUT><HEIGHT-INPUT>]"
