@@ -81,7 +81,8 @@ def pipeline(index: str, config, tokenizer, step_s: float) -> dict:
     cfg = DataConfig(manifest=index, decode_concurrency=2, decode_num_cpus=0.85, decode_batch_size=BATCH,
                      fetch_threads=4, shuffle="none")
     blocks, layout = read_layout(index, cfg.storage)
-    ds = build_dataset(read_rows(blocks, np.arange(len(layout.kinds)), cfg.storage), cfg, config, tokenizer)
+    rows = read_rows(blocks, np.arange(len(layout.kinds)), cfg.storage)
+    ds = build_dataset(rows, cfg, cfg.storage, config, tokenizer)
     stats, waited, first = DataStats(), 0.0, None
     start = time.perf_counter()
     it = iter(iter_batches(ds.iterator(), BATCH, tokenizer.pad_token_id, config.image_size, prefetch_batches=2))

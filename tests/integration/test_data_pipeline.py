@@ -51,7 +51,8 @@ def consume(loop_config: dict) -> None:
     epochs = []
     for rows, kinds in zip(mine.rows, mine.micro_kinds, strict=True):
         stats, uids, steps = DataStats(), [], 0
-        dataset = build_dataset(read_rows(loop_config["blocks"], rows, cfg.storage), cfg, config, tokenizer)
+        dataset = build_dataset(read_rows(loop_config["blocks"], rows, cfg.storage), cfg, cfg.storage, config,
+                                tokenizer)
         for kind, batch in zip(kinds, iter_batches(dataset, 1, tokenizer.pad_token_id, s), strict=True):
             steps += 1
             stats.update(batch)

@@ -15,21 +15,15 @@ from llavast.config.base import Section
 from llavast.storage import StorageOptions
 
 
-class DataConfig(Section):
-    """Streaming ST-Align from an index written by `llavast data index`.
+class DecodeSection(Section):
+    """How samples are decoded and tokenised (`data/pipeline.build_dataset`): training and evaluation alike.
 
-    manifest: URI of the index folder (holds manifest/, summary.json, quarantine.jsonl).
-    storage: endpoint/region of the bucket holding the manifest and the media (credentials: AWS chain).
     num_frames, image_size: optional; must match the model's N and square frame size when given.
     max_length: token budget per sample; longer samples lose whole trailing turns, or are dropped.
     decode_concurrency: decoding actors (each fetches media, decodes frames, tokenises).
     decode_batch_size: samples per decode call; decode_num_cpus: CPUs reserved per decoding actor.
         Budget: trainers + decode_concurrency * decode_num_cpus must fit the cluster's CPUs.
     fetch_threads: concurrent media downloads inside one decoding actor (I/O bound).
-    prefetch_batches: batches the consumer's iterator prepares ahead of the training step.
-    shuffle: each epoch (seeded by seed and epoch) "blocks" shuffles the order of the manifest's row
-        groups before they are split between workers, "rows" also shuffles each worker's rows,
-        "none" keeps manifest order (see docs/data.md, "Planning").
     label_mask: which tokens the loss learns. "assistant_content" (default): each answer's content, its
         <|im_end|> and newline. "release": as the authors' release (LLaVA-NeXT preprocess_qwen), also each
         assistant header and every <|im_start|>, <|im_end|> and newline token of every turn (see
@@ -38,8 +32,6 @@ class DataConfig(Section):
         (faster); "exact": full-size decode, then PIL bicubic, the release's pixels (see docs/data.md, "Frames").
     """
 
-    manifest: str
-    storage: StorageOptions = Field(default_factory=StorageOptions)
     num_frames: PositiveInt | None = None
     image_size: PositiveInt | None = None
     max_length: PositiveInt = 32768
@@ -47,8 +39,25 @@ class DataConfig(Section):
     decode_batch_size: PositiveInt = 8
     decode_num_cpus: float = Field(default=1.0, gt=0.0)
     fetch_threads: PositiveInt = 8
+    label_mask: Literal["assistant_content", "release"] = "assistant_content"
+    frame_resize: Literal["decoder", "exact"] = "decoder"
+
+
+class DataConfig(DecodeSection):
+    """Streaming ST-Align from an index written by `llavast data index`. The decoding keys (num_frames,
+    image_size, max_length, decode_*, fetch_threads, label_mask, frame_resize) are an eval job's `decode`
+    section's: see "kind: eval" below.
+
+    manifest: URI of the index folder (holds manifest/, summary.json, quarantine.jsonl).
+    storage: endpoint/region of the bucket holding the manifest and the media (credentials: AWS chain).
+    prefetch_batches: batches the consumer's iterator prepares ahead of the training step.
+    shuffle: each epoch (seeded by seed and epoch) "blocks" shuffles the order of the manifest's row
+        groups before they are split between workers, "rows" also shuffles each worker's rows,
+        "none" keeps manifest order (see docs/data.md, "Planning").
+    """
+
+    manifest: str
+    storage: StorageOptions = Field(default_factory=StorageOptions)
     prefetch_batches: int = Field(default=2, ge=0)
     shuffle: Literal["rows", "blocks", "none"] = "rows"
     seed: int = 0
-    label_mask: Literal["assistant_content", "release"] = "assistant_content"
-    frame_resize: Literal["decoder", "exact"] = "decoder"

@@ -22,7 +22,7 @@ import pyarrow as pa
 import ray
 
 from llavast import storage
-from llavast.config.data import DataConfig
+from llavast.config.data import DecodeSection
 from llavast.config.secrets import SecretEnv
 from llavast.data.media import MediaDecodeError, decode_image, decode_video
 from llavast.data.tokenize import ConversationTokenizer, SampleTooLong
@@ -137,7 +137,7 @@ def _to_table(samples: list[dict[str, Any]]) -> pa.Table:
     return pa.table(columns, schema=SAMPLE_SCHEMA)
 
 
-def check_against_model(cfg: DataConfig, config: ModelConfig) -> None:
+def check_against_model(cfg: DecodeSection, config: ModelConfig) -> None:
     """The data section may restate N and the frame size; a mismatch with the model is a config error."""
     if cfg.num_frames is not None and cfg.num_frames != config.num_frames:
         raise ConfigError(f"data.num_frames = {cfg.num_frames} but the model samples N = {config.num_frames} "
@@ -147,10 +147,11 @@ def check_against_model(cfg: DataConfig, config: ModelConfig) -> None:
                           f"{config.image_size} px frames; remove data.image_size or make them equal")
 
 
-def build_dataset(rows: pa.Table, cfg: DataConfig, config: ModelConfig, tokenizer: Any,
+def build_dataset(rows: pa.Table, cfg: DecodeSection, options: StorageOptions, config: ModelConfig, tokenizer: Any,
                   secrets: SecretEnv | None = None) -> ray.data.Dataset:
-    """The decoded samples of manifest `rows`, one per row, in row order when the caller's DataContext
-    preserves order (the train loop sets it; a sample's place in the plan is then its place in the stream).
+    """The decoded samples of manifest-shaped `rows` (media fetched with `options`), one per row, in row order
+    when the caller's DataContext preserves order (the train loop sets it; a sample's place in the plan is then
+    its place in the stream). Evaluation builds its rows from benchmark prompts (`evaluate/runner.py`).
 
     Blocks of `decode_batch_size` rows let the actor pool decode in parallel. The tokenizer must be the
     model's (coordinate tokens added). Each actor applies `secrets` (the job's resolved `${env:NAME}`
@@ -164,5 +165,5 @@ def build_dataset(rows: pa.Table, cfg: DataConfig, config: ModelConfig, tokenize
         compute=ray.data.ActorPoolStrategy(size=cfg.decode_concurrency), num_cpus=cfg.decode_num_cpus,
         udf_modifying_row_count=False,
         fn_constructor_kwargs={"tokenizer": tokenizer, "config": config, "max_length": cfg.max_length,
-                               "options": cfg.storage, "fetch_threads": cfg.fetch_threads, "secrets": secrets,
+                               "options": options, "fetch_threads": cfg.fetch_threads, "secrets": secrets,
                                "label_mask": cfg.label_mask, "frame_resize": cfg.frame_resize})

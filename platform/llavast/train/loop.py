@@ -185,8 +185,8 @@ def _planned_batches(args: LoopArgs, plan: RankPlan, step: int, stage: StageMode
     while remaining > 0:
         rows = plan.rows[epoch][offset:offset + remaining]
         kinds = plan.micro_kinds[epoch][offset // mb:(offset + len(rows)) // mb]
-        dataset = build_dataset(read_rows(args.blocks, rows, job.data.storage), job.data, stage.model.config,
-                                stage.tokenizer, secrets)
+        dataset = build_dataset(read_rows(args.blocks, rows, job.data.storage), job.data, job.data.storage,
+                                stage.model.config, stage.tokenizer, secrets)
         batches = iter_batches(dataset, mb, stage.tokenizer.pad_token_id, stage.model.config.image_size,
                                prefetch_batches=job.data.prefetch_batches)
         for kind, batch in zip(kinds, batches, strict=True):
@@ -219,6 +219,7 @@ def _report_checkpoint(engine: Any, job: StageJobConfig, metrics: dict[str, floa
 def _manifest(args: LoopArgs, metrics: dict[str, float], step: int) -> dict[str, Any]:
     job = args.job
     return {"model": job.model.name, "stage": job.train.stage, "base": job.model.base,
+            "overrides": job.model.overrides,
             "parent": args.parent_dir_uri, "data_manifest": job.data.manifest, "fingerprint": args.fingerprint,
             "run_name": args.run_name, "mlflow_run_id": args.mlflow_run_id, "steps": step,
             "metrics": metrics, "lineage": args.lineage}
