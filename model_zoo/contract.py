@@ -5,7 +5,7 @@ A model of the zoo is a `ModelContract` subclass registered by name in `model_zo
 model's own package, so a second model plugs in without touching `platform/`.
 
 The contract has five parts:
-    building      `build`, `load_tokenizer`, `write_demo_checkpoint`
+    building      `build`, `load_config`, `load_tokenizer`, `write_demo_checkpoint`
     groups        `groups`, `carried_groups`, `group_of`, `parameter_groups`
     stage policy  `stage_trainable`, `lape_enabled_for_stage`, `apply_stage`, `lora_target_modules`
     batch         `IGNORE_INDEX`, `MediaKind` (and its record `marker`), `PLACEHOLDER_VARIABLES`, `ModelConfig`,
@@ -97,6 +97,11 @@ class ModelContract(ABC):
     def build(self, source: ModelConfig | str | Path, **overrides: Any) -> nn.Module:
         """A model from a config (random init; no overrides) or a checkpoint directory (`overrides` set
         config fields); the model's `.config` satisfies `ModelConfig`."""
+
+    @abstractmethod
+    def load_config(self, path: str | Path, **overrides: Any) -> ModelConfig:
+        """The config `build(path, **overrides)` would give, read without the weights (the eval driver needs
+        it to tokenise prompts, while the model itself loads in the inference actors)."""
 
     @abstractmethod
     def load_tokenizer(self, path: str | Path, config: ModelConfig) -> Any:

@@ -57,13 +57,7 @@ def from_llava_onevision(path: str | Path, dtype: torch.dtype = torch.float32,
     The pretrained modules are adopted, not copied: the LLaVA-ST shell is built on the meta device, so a
     7B checkpoint is held in memory once.
     """
-    overrides = {**checkpoint_defaults(path), **overrides}
-    ov_config = LlavaOnevisionConfig.from_pretrained(path)
-    config = LlavaSTConfig(
-        vision_config=ov_config.vision_config.to_dict(), text_config=ov_config.text_config.to_dict(),
-        vision_feature_layer=ov_config.vision_feature_layer, image_token_id=ov_config.image_token_index,
-        video_token_id=ov_config.video_token_index, **overrides,
-    ).validate()
+    config = onevision_config(path, **overrides)
     ov = LlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=dtype)
     with torch.device("meta"):
         model = LlavaSTForCausalLM(config)
@@ -79,6 +73,28 @@ def from_llava_onevision(path: str | Path, dtype: torch.dtype = torch.float32,
     if meta:
         raise RuntimeError(f"parameters left uninitialised after loading {path}: {meta[:5]}")
     return model.eval()
+
+
+def onevision_config(path: str | Path, **overrides: Any) -> LlavaSTConfig:
+    """The LLaVA-ST config on a OneVision checkpoint: its tower and LLM, the paper's defaults < the checkpoint's
+    `llava_st_defaults.json` < `overrides`."""
+    overrides = {**checkpoint_defaults(path), **overrides}
+    ov_config = LlavaOnevisionConfig.from_pretrained(path)
+    return LlavaSTConfig(
+        vision_config=ov_config.vision_config.to_dict(), text_config=ov_config.text_config.to_dict(),
+        vision_feature_layer=ov_config.vision_feature_layer, image_token_id=ov_config.image_token_index,
+        video_token_id=ov_config.video_token_index, **overrides,
+    ).validate()
+
+
+def load_config(path: str | Path, **overrides: Any) -> LlavaSTConfig:
+    """The config `load_model(path, **overrides)` builds, without reading any weights (config.json only)."""
+    if checkpoint_kind(path) == "llava_onevision":
+        return onevision_config(path, **overrides)
+    if overrides:
+        raise ValueError(f"{path} is a LLaVA-ST checkpoint: its shapes are fixed, overrides {sorted(overrides)} "
+                         "cannot apply")
+    return LlavaSTConfig.from_pretrained(path).validate()
 
 
 def load_model(path: str | Path, dtype: torch.dtype = torch.float32, **overrides: Any) -> LlavaSTForCausalLM:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ..contract import ModelConfig, ModelContract
 from . import policy
 from .config import LlavaSTConfig
-from .loading import load_model, load_tokenizer
+from .loading import load_config, load_model, load_tokenizer
 from .modeling import LlavaSTForCausalLM
 from .tiny import build_tiny_checkpoint
 from .vocab import CoordinateVocab
@@ -28,6 +28,9 @@ class LlavaSTSpec(ModelContract):
         if isinstance(source, (str, Path)):
             return load_model(source, **overrides)
         raise TypeError(f"llava_st builds from a LlavaSTConfig or a checkpoint path, not {type(source).__name__}")
+
+    def load_config(self, path: str | Path, **overrides: Any) -> ModelConfig:
+        return load_config(path, **overrides)
 
     def load_tokenizer(self, path: str | Path, config: ModelConfig) -> Any:
         return load_tokenizer(path, config)

@@ -1,7 +1,7 @@
 """The stage artifact: what a stage trained, in safetensors, loadable without DeepSpeed or Ray.
 
 Layout of an artifact directory (uploaded as-is to `<storage.root>/artifacts/<run name>/`):
-    manifest.json              format, model, stage, groups, base, parent, data, fingerprint, metrics,
+    manifest.json              format, model, stage, groups, base, overrides, parent, data, fingerprint, metrics,
                                the active LoRA's spec and the specs of the LoRAs merged before it
     weights.safetensors        the non-LoRA groups the artifact carries (STP, LAPE tables, ...)
     lora.safetensors           the active LoRA adapter (stages 2 and 3)

@@ -31,8 +31,9 @@ def upload_dir(local: Path, uri: str, options: StorageOptions) -> None:
         raise StorageError(f"cannot upload {local} to {uri}: {type(exc).__name__}: {exc}") from exc
 
 
-def download_dir(uri: str, options: StorageOptions, cache_root: Path) -> Path:
-    """A local directory holding the tree at `uri`: the path itself when local, else a cached download."""
+def download_dir(uri: str, options: StorageOptions, cache_root: Path, skip_suffixes: tuple[str, ...] = ()) -> Path:
+    """A local directory holding the tree at `uri`: the path itself when local, else a cached download (without
+    the files whose names end with one of `skip_suffixes`: a config and tokenizer without the weights)."""
     if is_local(uri):
         path = Path(storage.parse(uri).path)
         if not path.is_dir():
@@ -44,6 +45,8 @@ def download_dir(uri: str, options: StorageOptions, cache_root: Path) -> Path:
     target = cache_root / hashlib.sha256(uri.encode()).hexdigest()[:16]
     prefix = storage.parse(uri).path.rstrip("/") + "/"
     for file_uri in files:
+        if skip_suffixes and file_uri.endswith(skip_suffixes):
+            continue
         rel = storage.parse(file_uri).path.removeprefix(prefix)
         dest = target / rel
         if not dest.exists():  # a cached file is complete: it is renamed into place only when written
