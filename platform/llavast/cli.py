@@ -2,9 +2,9 @@
 module that prints for humans. A user-caused error (`LlavastError`) prints as one line and exits 1;
 `llavast --debug ...` shows its traceback.
 
-Sub-apps: `data` (synth, index), `services` (up, down), `registry` (list, show); commands: `validate`, `plan`,
-`run`, `submit`, `status`, `logs`, `stop`, `demo`. Add others with `app.add_typer(...)`; their user errors are
-handled by the root command (`_Root`), nothing to decorate.
+Sub-apps: `data` (synth, index), `eval` (run, score), `services` (up, down), `registry` (list, show);
+commands: `validate`, `plan`, `run`, `submit`, `status`, `logs`, `stop`, `demo`. Add others with
+`app.add_typer(...)`; their user errors are handled by the root command (`_Root`), nothing to decorate.
 """
 
 from __future__ import annotations
@@ -486,6 +486,122 @@ def registry_show(ref: Annotated[str, typer.Argument(
     console.print(table)
 
 
+# ---- evaluation ---------------------------------------------------------------------------------------------
+class _EvalGroup(TyperGroup):
+    """`llavast eval EVAL.yaml` is `llavast eval run EVAL.yaml`: a first argument that is not a subcommand is a
+    job file."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(cls=_EvalGroup, no_args_is_help=True,
+                       help="Evaluate: `llavast eval EVAL.yaml` runs an eval job; `llavast eval score` scores any "
+                            "model's answers.")
+app.add_typer(eval_app, name="eval")
+TaskOpt = Annotated[str, typer.Option("--task", help="stvg, svg, elc (ST-Align), tvg (Charades-STA) or rec "
+                                                     "(RefCOCO/+/g).")]
+
+
+def _metric_table(summary: dict[str, dict[str, float | int]], title: str | None = None) -> Table:
+    """Tasks as columns, metric keys as rows (percent; `count` a number; "-" where a task has no such key)."""
+    table = Table(title=title)
+    table.add_column("metric")
+    for name in summary:
+        table.add_column(name, justify="right")
+    keys = list(dict.fromkeys(k for metrics in summary.values() for k in metrics if k not in ("parse_rate", "count")))
+    keys += ["parse_rate", "count"]
+    for key in keys:
+        cells = [summary[name].get(key) for name in summary]
+        table.add_row(key, *("-" if v is None else str(v) if isinstance(v, int) else f"{v:.2f}" for v in cells))
+    return table
+
+
+@eval_app.command("run")
+def eval_run(job_file: Annotated[Path, typer.Argument(help="Eval job YAML (kind: eval).")],
+             set_: SetOpt = None,
+             limit: Annotated[int | None, typer.Option(help="Only the first N samples of each benchmark.")] = None,
+             ray_address: RayAddressOpt = None,
+             num_cpus: Annotated[int | None, typer.Option(help="CPUs of a local Ray (default: all).")] = None
+             ) -> None:
+    """Answer every benchmark of the job with its model (Ray Data inference), score, write results and log them.
+
+    Always evaluates; `llavast run EVAL.yaml` (and a pipeline's eval node) skips an evaluation whose results
+    exist for the same job and model.
+    """
+    import ray
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from llavast.evaluate.job import run_eval_job
+
+    job = _load(job_file, [*(set_ or []), *([f"generation.limit={limit}"] if limit else [])])
+    if job.kind != "eval":
+        from llavast.errors import ConfigError
+
+        raise ConfigError(f"{job_file}: kind: expected 'eval', got {job.kind!r} (`llavast run` runs any kind)")
+    _start_ray(ray_address, num_cpus)
+    try:
+        with Progress(TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            bar = progress.add_task("answering", total=None)
+            result = run_eval_job(job, on_progress=lambda done, total: progress.update(bar, completed=done,
+                                                                                       total=total))
+    finally:
+        ray.shutdown()
+    console.print(_metric_table(result.run.summary(), title=f"{job.name}: metrics (%)"))
+    console.print(f"results: {job.out} (summary.json, run.json, <benchmark>/<task>/results.parquet)", soft_wrap=True)
+    if result.mlflow_run_id:
+        version = f"; tagged version {result.run.source.version}" if result.run.source.version else ""
+        console.print(f"MLflow run {result.mlflow_run_id} in {job.tracking.experiment}{version}", soft_wrap=True)
+
+
+@eval_app.command("score")
+def eval_score(
+    task: TaskOpt,
+    benchmark: Annotated[str, typer.Option("--benchmark", help="The benchmark file (URI or path).")],
+    predictions: Annotated[str, typer.Option("--predictions", help='JSONL of {"id", "output"} (URI or path).')],
+    out: Annotated[str, typer.Option("--out", help="Folder for summary.json and results.parquet.")],
+    num_coordinate_bins: Annotated[int, typer.Option(
+        "--num-coordinate-bins", help="M, the coordinate tokens per axis the answers were written with.")] = 100,
+    num_frames: Annotated[int, typer.Option(
+        "--num-frames", help="N, the frames the model sampled per video (ST-Align's sIoU/vIoU frames).")] = 100,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+) -> None:
+    """Score a predictions file against a benchmark with this platform's metrics (baselines, other models)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from llavast import storage
+    from llavast.evaluate.answers import check_task
+    from llavast.evaluate.benchmarks import read_benchmark
+    from llavast.evaluate.score import check_prediction_ids, read_predictions, score
+
+    options = storage_options(endpoint_url, region)
+    try:
+        task = check_task(task)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--task") from None
+    file = read_benchmark(task, benchmark, options)
+    outputs = read_predictions(storage.read_text(predictions, options), predictions)
+    check_prediction_ids(outputs, file, predictions)
+    if file.quarantined:
+        errors.print(f"[yellow]{len(file.quarantined)} benchmark record(s) quarantined, not scored: "
+                     f"{file.quarantined_by_reason}[/yellow]")
+    scored = score(task, file.samples, outputs, num_coordinate_bins, num_frames)
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(scored.rows), sink)
+    storage.write_bytes(storage.join(out, "results.parquet"), sink.getvalue().to_pybytes(), options)
+    storage.write_text(storage.join(out, "summary.json"), json.dumps({task: scored.summary}, indent=2), options)
+    missing = sum(1 for r in scored.rows if r["parse_status"] == "missing")
+    if missing:
+        errors.print(f"[yellow]{missing} sample(s) have no prediction: scored as misses[/yellow]")
+    console.print(_metric_table({task: scored.summary}, title="metrics (%)"))
+    console.print(f"wrote {storage.join(out, 'summary.json')}", soft_wrap=True)
+
+
 # ---- services -----------------------------------------------------------------------------------------------
 StateOpt = Annotated[Path, typer.Option("--state-dir", help="Where the MLflow server keeps its sqlite store, "
                                                              "artifacts, log and pid file.")]
@@ -573,5 +689,17 @@ def demo(pipeline_file: Annotated[Path, typer.Option("--pipeline", help="The dem
                         f"{d['loss']:.4f}" if isinstance(d.get("loss"), float) else "-",
                         result.output or "-", f"{result.seconds:.0f}s" if result.seconds else "skipped")
     console.print(summary)
+    for name, result in results.items():  # the eval nodes' tables, from their results (a skipped node's too)
+        job_of = job.jobs[name]
+        if job_of.kind == "eval" and result.output:
+            from llavast import storage
+
+            tables = json.loads(storage.read_text(storage.join(result.output, "summary.json"), job_of.storage))
+            evaluated = job_of.model.version or job_of.model.base
+            if evaluated.startswith("node:"):
+                evaluated = results[evaluated.removeprefix("node:")].output
+            console.print(f"LLaVA-ST demo: {name} of {evaluated} (metrics in %, results in {result.output})",
+                          soft_wrap=True)
+            console.print(_metric_table(tables))
     console.print(f"MLflow UI: {uri}  (experiment {job.config.tracking.experiment}); stop the server with "
                   f"`llavast services down --state-dir {mlflow_dir}`", soft_wrap=True)

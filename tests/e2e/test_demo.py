@@ -1,4 +1,4 @@
-"""`make demo` end to end, through the real CLI: synthetic data -> index -> stages 1, 2, 3 -> registry.
+"""`make demo` end to end, through the real CLI: synthetic data -> index -> stages 1, 2, 3 -> registry -> eval.
 
 Then the properties users rely on: a second run skips every finished node; a changed stage config
 re-runs that stage only (its dependencies stay skipped); the registry shows versions, aliases, lineage.
@@ -6,6 +6,7 @@ re-runs that stage only (its dependencies stay skipped); the registry shows vers
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -46,6 +47,11 @@ def _statuses(stdout: str) -> dict[str, str]:
     return dict(re.findall(r"│ (stage\d) +│ (\w+) +│", stdout))
 
 
+def _rows(stdout: str) -> dict[str, str]:
+    """node -> status, from the pipeline's nodes table."""
+    return dict(re.findall(r"│ (\w+) +│ \w+ +│[^│]*│[^│]*│ (\w+) +│", stdout))
+
+
 @pytest.mark.timeout(1500)
 def test_demo_end_to_end_then_skip_then_rerun_a_changed_stage(demo_copy):
     root, pipeline, mlflow_uri = demo_copy
@@ -67,22 +73,35 @@ def test_demo_end_to_end_then_skip_then_rerun_a_changed_stage(demo_copy):
     parent_runs = client.search_runs([client.get_experiment_by_name("llava-st-demo").experiment_id],
                                      filter_string="tags.`llavast.kind` = 'pipeline'")
     assert len(parent_runs) == 1
-    stage_runs = client.search_runs([parent_runs[0].info.experiment_id],
-                                    filter_string=f"tags.`mlflow.parentRunId` = '{parent_runs[0].info.run_id}'")
-    assert len(stage_runs) == 3
+    children = client.search_runs([parent_runs[0].info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent_runs[0].info.run_id}'")
+    assert len(children) == 4  # three stages and the evaluation of stage 3
+    (eval_run,) = [r for r in children if r.data.tags.get("llavast.kind") == "eval"]
+    assert eval_run.data.tags["llavast.model_version"] == "llava-st-demo/3"
+    summary = json.loads((root / ".demo" / "eval" / "stage3" / "summary.json").read_text())
+    assert list(summary) == ["st-align/stvg", "st-align/svg", "st-align/elc"]
+    assert summary["st-align/stvg"]["count"] == 2 and "m_vIoU" in summary["st-align/svg"]
+    assert eval_run.data.metrics["st-align/stvg/m_vIoU"] == summary["st-align/stvg"]["m_vIoU"]
+    assert client.list_artifacts(eval_run.info.run_id, "pictures/st-align/stvg")
+    tags = client.get_model_version("llava-st-demo", "3").tags
+    assert tags["eval.st-align.stvg.m_tIoU"] == f"{summary['st-align/stvg']['m_tIoU']:.4f}"
+    assert "LLaVA-ST demo: eval of models:/llava-st-demo/3" in first.stdout
 
     second = _cli("demo", "--pipeline", str(pipeline), "--mlflow-dir", mlflow_dir, cwd=root)
     assert second.returncode == 0, second.stderr
     assert _statuses(second.stdout) == {"stage1": "skipped", "stage2": "skipped", "stage3": "skipped"}
+    assert _rows(second.stdout)["eval"] == "skipped"
+    assert "LLaVA-ST demo: eval of models:/llava-st-demo/3" in second.stdout  # read from its results
     assert len(client.search_model_versions("name = 'llava-st-demo'")) == 3
 
     changed = _cli("run", str(pipeline), "--set", "nodes.stage3.set.train.lr=1.0e-4", "--num-cpus", "4", cwd=root)
     assert changed.returncode == 0, changed.stderr
-    rows = dict(re.findall(r"│ (\w+) +│ \w+ +│[^│]*│[^│]*│ (\w+) +│", changed.stdout))
-    assert rows["stage3"] == "succeeded"
+    rows = _rows(changed.stdout)
+    assert rows["stage3"] == "succeeded" and rows["eval"] == "succeeded"  # the new version is evaluated
     assert all(rows[n] == "skipped" for n in ("synth", "index1", "index2", "index3", "stage1", "stage2"))
     latest = max(int(v.version) for v in client.search_model_versions("name = 'llava-st-demo'"))
     assert latest == 4 and client.get_model_version_by_alias("llava-st-demo", "stage3").version == "4"
+    assert "eval.st-align.svg.m_vIoU" in client.get_model_version("llava-st-demo", "4").tags
 
     registry = _cli("registry", "list", "llava-st-demo", "--tracking-uri", mlflow_uri, cwd=root)
     assert registry.returncode == 0 and "stage3" in registry.stdout and "llava-st-demo/2" in registry.stdout

@@ -14,7 +14,7 @@ from llavast.cli import app
 from llavast.services import LOCAL_MLFLOW_URI, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNS_WORK = {("run",), ("data", "index")}
+RUNS_WORK = {("run",), ("data", "index"), ("eval", "run")}
 TALKS_TO_JOBS_API = {("submit",), ("status",), ("logs",), ("stop",)}
 
 

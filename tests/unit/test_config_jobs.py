@@ -20,7 +20,7 @@ def test_jobs_folder_has_the_demo_and_the_paper_pipelines():
 @pytest.mark.parametrize("path", ALL_YAMLS, ids=lambda p: p.relative_to(JOBS).as_posix())
 def test_every_shipped_job_validates(path):
     job = load_job(path)
-    assert job.kind in ("stage", "synth", "index", "pipeline")
+    assert job.kind in ("stage", "synth", "index", "eval", "pipeline")
 
 
 def test_paper_run_shapes():

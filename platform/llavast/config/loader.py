@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from llavast.config.compose import apply_sets, deep_merge, resolve_extends
 from llavast.config.data_jobs import IndexJobConfig, SynthJobConfig
+from llavast.config.eval import EvalJobConfig
 from llavast.config.graph import Node, check_graph
 from llavast.config.pipeline import NODE_REF, PipelineConfig
 from llavast.config.secrets import check_secrets
@@ -28,6 +29,7 @@ JOB_KINDS: dict[str, type[BaseModel]] = {
     "stage": StageJobConfig,
     "synth": SynthJobConfig,
     "index": IndexJobConfig,
+    "eval": EvalJobConfig,
     "pipeline": PipelineConfig,
 }
 
@@ -72,10 +74,12 @@ def parse_job(raw: dict[str, Any], source: str = "<job>") -> BaseModel:
 
 
 # Fields holding local paths or URIs; a relative plain path is relative to the YAML file that holds it.
+# `*` stands for every item of a list.
 PATH_FIELDS: dict[str, tuple[str, ...]] = {
     "stage": ("model.base", "data.manifest", "storage.root"),
     "synth": ("out",),
     "index": ("mixture", "out"),
+    "eval": ("model.base", "out", "benchmarks.*.annotations", "benchmarks.*.media_root"),
 }
 COMMON_PATH_FIELDS = ("working_dir", "requirements")
 
@@ -83,14 +87,21 @@ COMMON_PATH_FIELDS = ("working_dir", "requirements")
 def anchor_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """Make the kind's relative plain paths absolute against `base_dir` (URIs and absolute paths stay)."""
     out = copy.deepcopy(raw)
+
+    def anchor(section: Any, keys: list[str]) -> None:
+        key, rest = keys[0], keys[1:]
+        if key == "*":
+            for item in section if isinstance(section, list) else []:
+                anchor(item, rest)
+        elif isinstance(section, dict) and rest:
+            anchor(section.get(key), rest)
+        elif isinstance(section, dict):
+            value = section.get(key)
+            if isinstance(value, str) and value and "://" not in value and not value.startswith("/"):
+                section[key] = str((base_dir / value).resolve())
+
     for dotted in PATH_FIELDS.get(raw.get("kind", "stage"), ()) + COMMON_PATH_FIELDS:
-        *parents, leaf = dotted.split(".")
-        section = out
-        for key in parents:
-            section = section.get(key) if isinstance(section, dict) else None
-        value = section.get(leaf) if isinstance(section, dict) else None
-        if isinstance(value, str) and value and "://" not in value and not value.startswith("/"):
-            section[leaf] = str((base_dir / value).resolve())
+        anchor(out, dotted.split("."))
     return out
 
 
@@ -183,10 +194,14 @@ def resolve_pipeline(config: PipelineConfig, path: Path) -> ResolvedPipeline:
         jobs[node.name] = parse_job(raw, source=source)
     check_graph([Node(n.name, n.depends_on) for n in config.nodes])
     for node in config.nodes:
-        init_from = getattr(getattr(jobs[node.name], "model", None), "init_from", None)
-        if isinstance(init_from, str) and init_from.startswith(NODE_REF):
-            target = init_from[len(NODE_REF):]
+        field = "model.version" if jobs[node.name].kind == "eval" else "model.init_from"
+        ref = getattr(getattr(jobs[node.name], "model", None), field.split(".")[1], None)
+        if isinstance(ref, str) and ref.startswith(NODE_REF):
+            target = ref[len(NODE_REF):]
             if target not in node.depends_on:
-                raise ConfigError(f"{path}: nodes.{node.name}: model.init_from names node {target!r}, which must "
+                raise ConfigError(f"{path}: nodes.{node.name}: {field} names node {target!r}, which must "
                                   f"also be in depends_on (depends_on: {list(node.depends_on)})")
+            if jobs[target].kind != "stage":
+                raise ConfigError(f"{path}: nodes.{node.name}: {field} names node {target!r}, a "
+                                  f"{jobs[target].kind} node; only a stage node has a registered model")
     return ResolvedPipeline(config=config, source=str(path), jobs=jobs)

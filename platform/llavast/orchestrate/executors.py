@@ -3,6 +3,8 @@
 - `synth` and `index` write to storage; their output is the folder they wrote, marked with a small JSON
   file holding the node fingerprint, so a re-run with the same inputs finds it and skips. They write under
   a lease in that folder (`llavast/lease.py`), so two runners never write it at once.
+- `eval` scores a model on benchmarks (its `model.version` may name a stage node: `node:<name>`); its output is
+  its results folder, marked like synth's and index's.
 - `stage` trains on Ray and registers a model version; the version is tagged with the node fingerprint as
   it is created, so the registry itself answers "is this stage already done?". The stage takes its own
   lease (`train/run.py`).
@@ -22,6 +24,7 @@ from pydantic import BaseModel
 
 from llavast import storage
 from llavast.config.data_jobs import IndexJobConfig, SynthJobConfig
+from llavast.config.eval import EvalJobConfig
 from llavast.config.loader import fingerprint
 from llavast.config.pipeline import NODE_REF
 from llavast.config.stage import StageJobConfig
@@ -51,6 +54,12 @@ def node_resources(job: BaseModel) -> dict[str, float]:
         if c.accelerator_type:
             needs[f"accelerator_type:{c.accelerator_type}"] = 0.001 * c.num_workers
         return needs
+    if isinstance(job, EvalJobConfig):
+        c, d = job.compute, job.decode
+        needs = {"CPU": c.num_actors * c.cpus_per_actor + d.decode_concurrency * d.decode_num_cpus}
+        if c.gpus_per_actor:
+            needs["GPU"] = c.num_actors * c.gpus_per_actor
+        return needs
     return {"CPU": 1.0}
 
 
@@ -69,8 +78,12 @@ class _StorageMarked(ABC):
             return None
         return job.out if marker.get("fingerprint") == fingerprint else None
 
+    def resolve(self, node: Node, upstream: Mapping[str, NodeResult]) -> Any:
+        """The job as it runs (references to other nodes' outputs filled in)."""
+        return node.spec
+
     def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult:
-        job = node.spec
+        job = self.resolve(node, upstream)
         with Lease(storage.join(job.out, LEASE), job.storage, what=f"{job.kind} node {node.name} ({job.out})"):
             if self.find_output(node, fingerprint) is not None:
                 return NodeResult(node.name, Status.SKIPPED, fingerprint, output=job.out)
@@ -101,6 +114,28 @@ class IndexExecutor(_StorageMarked):
                               check_media=job.check_media, validation=job.validation)
         return {"samples": summary["total"], "quarantined": summary["quarantined"],
                 "tolerated": sum(summary["tolerated"].values())}
+
+
+class EvalExecutor(_StorageMarked):
+    """Scores a model; `model.version: node:X` -> X's registered version; its run nests under the pipeline's."""
+
+    def __init__(self, parent_run_id: str | None = None) -> None:
+        self.parent_run_id = parent_run_id
+
+    def resolve(self, node: Node, upstream: Mapping[str, NodeResult]) -> EvalJobConfig:
+        job: EvalJobConfig = node.spec
+        version = job.model.version
+        if version and version.startswith(NODE_REF):
+            output = upstream[version[len(NODE_REF):]].output
+            if not output:
+                raise ConfigError(f"nodes.{node.name}: model.version {version} has no output yet")
+            job = job.model_copy(update={"model": job.model.model_copy(update={"version": output})})
+        return job
+
+    def produce(self, job: EvalJobConfig) -> dict[str, Any]:
+        from llavast.evaluate.job import run_eval_job
+
+        return run_eval_job(job, parent_run_id=self.parent_run_id).details()
 
 
 class StageExecutor:
@@ -154,7 +189,8 @@ class KindExecutor:
     """Dispatches each node to the executor of its job's kind."""
 
     def __init__(self, parent_run_id: str | None = None) -> None:
-        self.by_kind = {"synth": SynthExecutor(), "index": IndexExecutor(), "stage": StageExecutor(parent_run_id)}
+        self.by_kind = {"synth": SynthExecutor(), "index": IndexExecutor(), "stage": StageExecutor(parent_run_id),
+                        "eval": EvalExecutor(parent_run_id)}
 
     def _for(self, node: Node) -> Any:
         kind = getattr(node.spec, "kind", None)
