@@ -61,12 +61,15 @@ class NodeMonitor:
 
             monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.interval_s, node_id=self.node_id,
                                            tracking_uri=self.uri, resume_logging=True)
-            if self._description:
-                MlflowClient(tracking_uri=self.uri).set_tag(self.run_id, f"{NODE_TAG_PREFIX}{self.node_id}",
-                                                            self._description)
         except Exception as err:  # noqa: BLE001 - system metrics are never worth a failed run
             log.warning("no system metrics for node %s in MLflow run %s: %s", self.node_id, self.run_id, err)
             return
+        if self._description:
+            try:
+                MlflowClient(tracking_uri=self.uri).set_tag(self.run_id, f"{NODE_TAG_PREFIX}{self.node_id}",
+                                                            self._description)
+            except Exception as err:  # noqa: BLE001 - nor is the node's description
+                log.warning("could not tag MLflow run %s with node %s: %s", self.run_id, self.node_id, err)
         with self._lock:
             if self._closed:
                 return

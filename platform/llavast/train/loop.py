@@ -82,12 +82,17 @@ def _node_system_metrics(args: LoopArgs) -> AbstractContextManager[object]:
     ctx = ray.train.get_context()
     if ctx.get_local_rank() != 0:
         return nullcontext()
-    gpus = []  # the node's training GPUs: this worker sees its own only, the node's workers have as many each
-    if args.job.compute.use_gpu and torch.cuda.is_available():
-        count = math.ceil(args.job.compute.gpus_per_worker * ctx.get_local_world_size())
-        gpus = [torch.cuda.get_device_name(0)] * count
+    try:
+        gpus = []  # the node's training GPUs: this worker sees its own only, the node's workers have as many each
+        if args.job.compute.use_gpu and torch.cuda.is_available():
+            count = math.ceil(args.job.compute.gpus_per_worker * ctx.get_local_world_size())
+            gpus = [torch.cuda.get_device_name(0)] * count
+        description = node_description(gpus)
+    except Exception as err:  # noqa: BLE001 - a description is not worth a failed run
+        log.warning("cannot describe node %d for MLflow: %s", ctx.get_node_rank(), err)
+        description = None
     return system_metrics(args.job.tracking.uri, args.mlflow_run_id, f"node{ctx.get_node_rank()}",
-                          interval_s=args.job.tracking.system_metrics_interval_s, description=node_description(gpus))
+                          interval_s=args.job.tracking.system_metrics_interval_s, description=description)
 
 
 def _worker_log() -> str:
