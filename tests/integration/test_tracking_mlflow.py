@@ -147,7 +147,7 @@ def test_system_metrics_of_a_node_land_in_the_run_and_continue_after_a_restart(m
     assert {"system/node0/system_memory_usage_megabytes", "system/node0/disk_usage_percentage",
             "system/node0/network_receive_megabytes"} <= set(data.metrics)
     assert not any(k.startswith("system/") and not k.startswith("system/node0/") for k in data.metrics)
-    description = data.tags["llavast.node.node0"]
+    description = data.tags["llavast.hardware.node0"]
     assert description.startswith("host=") and "cpus=" in description and "gpus=1x Tiny GPU" in description
 
 

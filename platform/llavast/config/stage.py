@@ -128,6 +128,7 @@ class TrackingSection(Section):
 
     `system_metrics_interval_s`: every node that trains samples MLflow's system metrics (CPU, memory, disk,
     network; GPU with nvidia-ml-py) this often into the stage's run as `system/node<k>/...`; 0 turns them off.
+    Like `parent_run_id`, it is not part of the config fingerprint: changing it keeps the stage's run.
     """
 
     uri: str

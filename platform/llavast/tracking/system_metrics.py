@@ -24,11 +24,11 @@ log = logging.getLogger(__name__)
 
 SAMPLING_INTERVAL_S = 10.0  # MLflow's default; `tracking.system_metrics_interval_s` in a job
 STOP_TIMEOUT_S = 30.0  # the most a worker waits at its end for the monitor's last batch
-NODE_TAG_PREFIX = "llavast.node."  # llavast.node.<node id> = the node's host, CPUs, memory and GPUs
+NODE_TAG_PREFIX = "llavast.hardware."  # llavast.hardware.<node id> = the node's host, CPUs, memory and GPUs
 
 
 def node_description(gpus: list[str] | None = None) -> str:
-    """What the node is, for the `llavast.node.<node id>` tag: host, CPU count, memory, GPU names."""
+    """What the node is, for the `llavast.hardware.<node id>` tag: host, CPU count, memory, GPU names."""
     parts = [f"host={socket.gethostname()}", f"cpus={os.cpu_count()}"]
     try:
         import psutil
@@ -103,7 +103,7 @@ def system_metrics(uri: str, run_id: str, node_id: str, *, interval_s: float = S
                    description: str | None = None,
                    stop_timeout_s: float = STOP_TIMEOUT_S) -> Iterator[NodeMonitor | None]:
     """MLflow's system metrics of this node into `run_id` while the block runs, as `system/<node_id>/...`;
-    `description` (see `node_description`) goes on the run as the tag `llavast.node.<node_id>`.
+    `description` (see `node_description`) goes on the run as the tag `llavast.hardware.<node_id>`.
 
     Yields the `NodeMonitor`, or None when `interval_s` is 0 (off) or the monitor could not be made.
     """

@@ -78,7 +78,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def _node_system_metrics(args: LoopArgs) -> AbstractContextManager[object]:
     """MLflow's system metrics of this node while it trains, from its local rank 0 only (one monitor per node):
-    `system/node<node rank>/...` in the stage's run, and the node's host and GPUs as `llavast.node.node<k>`."""
+    `system/node<node rank>/...` in the stage's run, and the node's host and GPUs as `llavast.hardware.node<k>`."""
     ctx = ray.train.get_context()
     if ctx.get_local_rank() != 0:
         return nullcontext()

@@ -51,6 +51,8 @@ ARTIFACTS_DIR = "artifacts"
 ERROR_TAG = "llavast.error"
 LEASES_DIR = "leases"
 TRAINED_DIR = "trained"  # <run name>.json: written once fit() returned, so a re-run registers without training
+# Not fingerprinted, so it may differ between attempts of one run, and MLflow refuses a param whose value changes.
+UNLOGGED_PARAMS = ("tracking.system_metrics_interval_s",)
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,10 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
     root, options = job.storage.root, job.storage.options
     unsent = storage.join(root, UNSENT_DIR, run_name)
     replay_unsent(tracker, run_id, unsent, options)  # points an earlier attempt kept through an outage
-    tracker.log_params(run_id, flatten_params(redact_config(job.model_dump(mode="json"))))
+    params = flatten_params(redact_config(job.model_dump(mode="json")))
+    for key in UNLOGGED_PARAMS:
+        params.pop(key, None)
+    tracker.log_params(run_id, params)
     summary = read_summary(job.data.manifest, job.data.storage)
     log_manifest_input(tracker, run_id, job.data.manifest, summary)
     stage_plan = plan_stage(job)
