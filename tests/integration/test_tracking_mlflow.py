@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from llavast.data.manifest import SCHEMA
 from llavast.errors import TrackingError
 from llavast.services import MlflowServer, free_port
 from llavast.storage import StorageOptions
@@ -23,10 +25,12 @@ from llavast.tracking import (
     check_reachable,
     download_artifact,
     flatten_params,
+    node_description,
     register_stage_artifact,
     replay_unsent,
     resolve_init_from,
     save_unsent,
+    system_metrics,
 )
 
 pytestmark = pytest.mark.integration
@@ -115,6 +119,57 @@ def test_local_artifact_is_registered_through_run_artifacts(mlflow_server: Mlflo
     assert resolved.needs_mlflow_download
     local = download_artifact(resolved, tracker, tmp_path / "fetched")
     assert (local / "manifest.json").read_text() == '{"stage": 1}'
+
+
+def _system_history(tracker: Tracker, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in tracker.client.get_metric_history(run_id, key))
+
+
+def test_system_metrics_of_a_node_land_in_the_run_and_continue_after_a_restart(mlflow_server: MlflowServer) -> None:
+    """MLflow's monitor, per node (`system/<node id>/...`), with the node's description as a tag; a second
+    monitor on the same run (a restarted worker) continues the steps instead of logging step 0 again."""
+    tracker = Tracker(mlflow_server.uri)
+    run = tracker.ensure_run(_name("exp"), run_key=_name("k"), run_name="stage1")
+    cpu = "system/node0/cpu_utilization_percentage"
+    for attempt in range(2):
+        with system_metrics(mlflow_server.uri, run, "node0", interval_s=0.5,
+                            description=node_description(["Tiny GPU"])) as node:
+            assert node is not None and node.wait_started(30)
+            deadline = time.monotonic() + 30
+            while len(_system_history(tracker, run, cpu)) <= 2 * attempt and time.monotonic() < deadline:
+                time.sleep(0.2)
+        if attempt == 0:
+            first = _system_history(tracker, run, cpu)
+            assert first and first[0] == 0
+    steps = _system_history(tracker, run, cpu)
+    assert len(steps) > len(first) and len(set(steps)) == len(steps) and steps[0] == 0  # continued: no step twice
+    data = tracker.client.get_run(run).data
+    assert {"system/node0/system_memory_usage_megabytes", "system/node0/disk_usage_percentage",
+            "system/node0/network_receive_megabytes"} <= set(data.metrics)
+    assert not any(k.startswith("system/") and not k.startswith("system/node0/") for k in data.metrics)
+    description = data.tags["llavast.hardware.node0"]
+    assert description.startswith("host=") and "cpus=" in description and "gpus=1x Tiny GPU" in description
+
+
+def test_dataset_input_is_the_manifest_logged_once_per_run(mlflow_server: MlflowServer) -> None:
+    """Name, source URI, digest, the manifest's schema and a profile; a re-run (same name and digest) adds
+    nothing, another index (another digest) is a second input."""
+    tracker = Tracker(mlflow_server.uri)
+    run = tracker.ensure_run(_name("exp"), run_key=_name("k"), run_name="stage1")
+    uri, profile = "s3://bucket/index/stage1", {"total": 14, "by_media": {"video": 8, "image": 6}}
+    assert tracker.log_dataset(run, uri, name="stage1", digest="0123456789", profile=profile, schema=SCHEMA)
+    assert not tracker.log_dataset(run, uri, name="stage1", digest="0123456789", profile=profile, schema=SCHEMA)
+    inputs = tracker.client.get_run(run).inputs.dataset_inputs
+    assert len(inputs) == 1
+    dataset = inputs[0].dataset
+    assert (dataset.name, dataset.digest, dataset.source_type) == ("stage1", "0123456789", "s3")
+    assert json.loads(dataset.source) == {"uri": uri} and json.loads(dataset.profile) == profile
+    columns = {c["name"]: c["type"] for c in json.loads(dataset.schema)["mlflow_colspec"]}
+    assert list(columns) == SCHEMA.names and columns["uid"] == "string" and columns["record_index"] == "long"
+    assert columns["variables"] == "object"
+    assert {t.key: t.value for t in inputs[0].tags} == {"mlflow.data.context": "training"}
+    assert tracker.log_dataset(run, uri, name="stage1", digest="abcdef0123", profile=profile)
+    assert len(tracker.client.get_run(run).inputs.dataset_inputs) == 2
 
 
 def test_metrics_logger_survives_an_outage_without_blocking(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ MLflow runs and registry).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from safetensors.torch import load_file
 
 import model_zoo
 from llavast import storage
-from llavast.data.manifest import read_summary
+from llavast.config.stage import StageJobConfig
+from llavast.data.manifest import read_summary, summary_digest
 from llavast.tracking import Tracker
 from llavast.train.artifact import read_artifact
 from llavast.train.files import download_dir
@@ -37,6 +39,7 @@ class Stage:
     result: StageResult
     before: dict[str, torch.Tensor]
     after: dict[str, torch.Tensor]
+    job: StageJobConfig
 
 
 @dataclass
@@ -51,18 +54,22 @@ def _run(world: TrainWorld, tmp: Path, stage: int, name: str, model_name: str, t
     """Run the stage with a callback that dumps every parameter before and after training."""
     dumps = tmp / f"dumps-stage{stage}"
     train = {**train, "callbacks": [callbacks.spec("ParamDump", directory=str(dumps))]}
-    result = run_stage(world.job(stage, name, model_name, train=train, **kwargs))
-    return Stage(result, load_file(str(dumps / "before.safetensors")), load_file(str(dumps / "after.safetensors")))
+    job = world.job(stage, name, model_name, train=train, **kwargs)
+    result = run_stage(job)
+    return Stage(result, load_file(str(dumps / "before.safetensors")), load_file(str(dumps / "after.safetensors")),
+                 job)
 
 
 @pytest.fixture(scope="module")
 def chain(train_world: TrainWorld, tmp_path_factory: pytest.TempPathFactory) -> Chain:
     tmp = tmp_path_factory.mktemp("chain")
     name, model = unique("chain"), unique("llavast")
-    stages = {1: _run(train_world, tmp, 1, name, model, train={"max_steps": 3})}
+    tracking = {"system_metrics_interval_s": 1.0}  # a tiny stage trains for seconds: MLflow's 10 s would miss it
+    stages = {1: _run(train_world, tmp, 1, name, model, train={"max_steps": 3}, tracking=tracking)}
     stages[2] = _run(train_world, tmp, 2, name, model, init_from=f"models:/{model}@stage1",
-                     train={"max_steps": 4, "group_lr": {"lora": 2e-3}})
-    stages[3] = _run(train_world, tmp, 3, name, model, init_from=f"models:/{model}@stage2", train={"max_steps": 3})
+                     train={"max_steps": 4, "group_lr": {"lora": 2e-3}}, tracking=tracking)
+    stages[3] = _run(train_world, tmp, 3, name, model, init_from=f"models:/{model}@stage2", train={"max_steps": 3},
+                     tracking=tracking)
     return Chain(model_name=model, stages=stages, tracker=Tracker(train_world.mlflow.uri))
 
 
@@ -125,6 +132,31 @@ def test_registry_versions_aliases_and_lineage(chain: Chain, train_world: TrainW
     assert run.data.tags["llavast.model_version"] == f"{chain.model_name}/2"
     assert {"loss", "lr/lora", "lr/stp", "lr/lape", "samples_per_s", "tokens_per_s", "data_wait_fraction",
             "dropped_samples", "memory_gb"} <= set(run.data.metrics)
+
+
+def test_stage_runs_log_their_nodes_system_metrics_and_their_manifest(chain: Chain, train_world: TrainWorld) -> None:
+    """Each stage run holds its node's system metrics (one node: `system/node0/...`, from the worker of local
+    rank 0) with the node's description, and its manifest as its training dataset; a re-run of the finished
+    stage (it only registers) adds no second input."""
+    client = chain.tracker.client
+    for k, stage in chain.stages.items():
+        run = client.get_run(stage.result.mlflow_run_id)
+        system = {key for key in run.data.metrics if key.startswith("system/")}
+        assert {"system/node0/cpu_utilization_percentage", "system/node0/system_memory_usage_megabytes"} <= system
+        assert all(key.startswith("system/node0/") for key in system)
+        hardware = run.data.tags["llavast.hardware.node0"]
+        assert "cpus=" in hardware and "gpus=0" in hardware
+        assert "tracking.system_metrics_interval_s" not in run.data.params  # may change within one run
+        inputs = run.inputs.dataset_inputs
+        assert len(inputs) == 1, k
+        summary = read_summary(train_world.manifests[k], train_world.s3.options)
+        dataset = inputs[0].dataset
+        assert (dataset.name, dataset.digest) == (f"stage{k}", summary_digest(summary))
+        assert json.loads(dataset.source) == {"uri": train_world.manifests[k]} and dataset.source_type == "s3"
+        assert json.loads(dataset.profile)["total"] == summary["total"]
+    again = run_stage(chain.stages[1].job)  # trained already: registers (the same version) and finishes
+    assert (again.mlflow_run_id, again.model_version) == (chain.stages[1].result.mlflow_run_id, "1")
+    assert len(client.get_run(again.mlflow_run_id).inputs.dataset_inputs) == 1
 
 
 def test_left_out_and_tolerated_samples_are_counted_and_logged(chain: Chain, train_world: TrainWorld) -> None:

@@ -100,3 +100,5 @@ def test_fingerprint_ignores_layout_and_omitted_defaults(tmp_path: Path) -> None
     changed = load_stage_job(_write(tmp_path, STAGE2_YAML.replace("max_steps: 100", "max_steps: 101"), "c.yaml"))
     assert fingerprint(changed) != fingerprint(base)
     assert len(fingerprint(base)) == 64
+    observed = {**raw, "tracking": {**raw["tracking"], "system_metrics_interval_s": 1.0}}  # what it observes only
+    assert fingerprint(parse_job(observed)) == fingerprint(base)

@@ -133,9 +133,9 @@ def load_stage_job(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> 
 # How a job is shipped and described, not what it computes: a resubmitted job (whose working_dir is the
 # cluster's unpacked copy) must keep its fingerprint, so its stages resume instead of starting over.
 NOT_FINGERPRINTED = frozenset({"description", "working_dir", "env_vars", "pip", "requirements"})
-# Where a stage's MLflow run is filed, not what it trains: two runs of one pipeline (each with its own parent
-# run) must meet at the same stage run name, hence the same lease and checkpoints.
-NOT_FINGERPRINTED_TRACKING = frozenset({"parent_run_id"})
+# Where a stage's MLflow run is filed and what it observes, not what it trains: two runs of one pipeline (each
+# with its own parent run) must meet at the same stage run name, hence the same lease and checkpoints.
+NOT_FINGERPRINTED_TRACKING = frozenset({"parent_run_id", "system_metrics_interval_s"})
 
 
 def canonical_json(config: BaseModel) -> str:

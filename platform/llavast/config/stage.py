@@ -124,13 +124,19 @@ class ComputeSection(Section):
 
 
 class TrackingSection(Section):
-    """The MLflow server, the experiment holding one run per stage, and the registered model."""
+    """The MLflow server, the experiment holding one run per stage, and the registered model.
+
+    `system_metrics_interval_s`: every node that trains samples MLflow's system metrics (CPU, memory, disk,
+    network; GPU with nvidia-ml-py) this often into the stage's run as `system/node<k>/...`; 0 turns them off.
+    Like `parent_run_id`, it is not part of the config fingerprint: changing it keeps the stage's run.
+    """
 
     uri: str
     experiment: str
     registered_model: str
     parent_run_id: str | None = None
     timeout_s: PositiveFloat = 10.0
+    system_metrics_interval_s: NonNegativeFloat = 10.0
 
 
 class StorageSection(Section):

@@ -16,6 +16,7 @@ Reading, for planning and streaming (`data/plan.py` numbers rows block by block;
 
 from __future__ import annotations
 
+import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -89,6 +90,12 @@ def read_summary(index_uri: str, options: StorageOptions) -> dict[str, Any]:
         raise DataError(f"{index_uri} has no {SUMMARY_FILE}: it is not a finished index; run "
                         "`llavast data index MIXTURE.yaml --out URI` first")
     return json.loads(storage.read_text(uri, options))
+
+
+def summary_digest(summary: dict[str, Any]) -> str:
+    """A short digest of an index (10 hex digits of the summary's sha256): the summary names the mixture, the
+    seed, the index's URI, every count and every shard, and a re-run of the same index writes the same one."""
+    return hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()[:10]
 
 
 STREAM_COLUMNS = ("uid", "task", "media_kind", "media_uri", "split_start", "split_end", "conversations",

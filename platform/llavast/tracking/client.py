@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
 from llavast.errors import TrackingError
+from llavast.tracking.datasets import dataset_input
 from llavast.tracking.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,21 @@ class Tracker:
         for i in range(0, len(points), MAX_METRICS_PER_BATCH):
             self.call("log_batch(metrics)", self.client.log_batch, run_id,
                       metrics=list(points[i:i + MAX_METRICS_PER_BATCH]))
+
+    def log_dataset(self, run_id: str, source_uri: str, *, name: str, digest: str, profile: Mapping[str, Any],
+                    schema: Any = None, context: str = "training") -> bool:
+        """Log the dataset at `source_uri` as an input of the run (metadata only: `schema` is an Arrow schema,
+        `profile` a JSON-able summary); True when logged, False when the run holds it already (same name and
+        digest), as on a re-run of the same stage. MLflow's SQL store would not double it either; the check
+        makes that hold on any store."""
+        run = self.call("get_run", self.client.get_run, run_id)
+        held = run.inputs.dataset_inputs if run.inputs else []
+        if any(d.dataset.name == name and d.dataset.digest == digest for d in held):
+            return False
+        entry = dataset_input(source_uri, name=name, digest=digest, profile=profile, schema=schema, context=context)
+        self.call("log_inputs", self.client.log_inputs, run_id, datasets=[entry])
+        log.info("logged dataset %s (%s) from %s as an input of MLflow run %s", name, digest, source_uri, run_id)
+        return True
 
     def end_run(self, run_id: str, status: str = RunStatus.to_string(RunStatus.FINISHED)) -> None:
         self.call("set_terminated", self.client.set_terminated, run_id, status)

@@ -6,10 +6,12 @@ worker; everything it calls is a small helper, so the loop reads top to bottom.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from llavast.data.manifest import Blocks, read_rows
 from llavast.data.pipeline import build_dataset
 from llavast.data.plan import RankPlan
 from llavast.failures import WorkerError
-from llavast.tracking import MetricsLogger, save_unsent
+from llavast.tracking import MetricsLogger, node_description, save_unsent, system_metrics
 from llavast.train import callbacks
 from llavast.train.artifact import read_artifact, write_artifact
 from llavast.train.checkpoint import Progress, checkpoint_dir_name, load_checkpoint, save_checkpoint
@@ -68,9 +70,29 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     (the original type and message, file:line, rank, and this worker's log file)."""
     try:
         config["secrets"].apply()  # before anything reads the environment (S3 and MLflow clients)
-        run_worker(config["args"], config["secrets"])
+        with _node_system_metrics(config["args"]):
+            run_worker(config["args"], config["secrets"])
     except Exception as err:
         raise WorkerError.wrap(err, _worker_log(), ray.train.get_context().get_world_rank()) from err
+
+
+def _node_system_metrics(args: LoopArgs) -> AbstractContextManager[object]:
+    """MLflow's system metrics of this node while it trains, from its local rank 0 only (one monitor per node):
+    `system/node<node rank>/...` in the stage's run, and the node's host and GPUs as `llavast.hardware.node<k>`."""
+    ctx = ray.train.get_context()
+    if ctx.get_local_rank() != 0:
+        return nullcontext()
+    try:
+        gpus = []  # the node's training GPUs: this worker sees its own only, the node's workers have as many each
+        if args.job.compute.use_gpu and torch.cuda.is_available():
+            count = math.ceil(args.job.compute.gpus_per_worker * ctx.get_local_world_size())
+            gpus = [torch.cuda.get_device_name(0)] * count
+        description = node_description(gpus)
+    except Exception as err:  # noqa: BLE001 - a description is not worth a failed run
+        log.warning("cannot describe node %d for MLflow: %s", ctx.get_node_rank(), err)
+        description = None
+    return system_metrics(args.job.tracking.uri, args.mlflow_run_id, f"node{ctx.get_node_rank()}",
+                          interval_s=args.job.tracking.system_metrics_interval_s, description=description)
 
 
 def _worker_log() -> str:

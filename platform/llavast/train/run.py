@@ -28,7 +28,7 @@ from llavast.config.loader import fingerprint
 from llavast.config.secrets import SecretEnv, redact, redact_config, split_env
 from llavast.config.stage import StageJobConfig
 from llavast.data import plan
-from llavast.data.manifest import Blocks, read_layout, read_summary
+from llavast.data.manifest import SCHEMA, Blocks, read_layout, read_summary, summary_digest
 from llavast.errors import LlavastError, RegistrationPending, TrackingError, TrainError
 from llavast.failures import describe
 from llavast.lease import Lease
@@ -51,6 +51,8 @@ ARTIFACTS_DIR = "artifacts"
 ERROR_TAG = "llavast.error"
 LEASES_DIR = "leases"
 TRAINED_DIR = "trained"  # <run name>.json: written once fit() returned, so a re-run registers without training
+# Not fingerprinted, so it may differ between attempts of one run, and MLflow refuses a param whose value changes.
+UNLOGGED_PARAMS = ("tracking.system_metrics_interval_s",)
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,12 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
     root, options = job.storage.root, job.storage.options
     unsent = storage.join(root, UNSENT_DIR, run_name)
     replay_unsent(tracker, run_id, unsent, options)  # points an earlier attempt kept through an outage
-    tracker.log_params(run_id, flatten_params(redact_config(job.model_dump(mode="json"))))
+    params = flatten_params(redact_config(job.model_dump(mode="json")))
+    for key in UNLOGGED_PARAMS:
+        params.pop(key, None)
+    tracker.log_params(run_id, params)
+    summary = read_summary(job.data.manifest, job.data.storage)
+    log_manifest_input(tracker, run_id, job.data.manifest, summary)
     stage_plan = plan_stage(job)
     total = stage_plan.total_steps
     tracker.log_params(run_id, {"resolved.total_steps": str(total), "resolved.fingerprint": fp})
@@ -164,7 +171,7 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
         rank_plans, left_out = hand_out_plans(job, stage_plan)
         for epoch, rows in enumerate(left_out):  # rows the single-media micro-steps and whole steps leave out
             tracker.log_metrics(run_id, {"data/left_out_samples": float(rows)}, step=epoch)
-        tolerated = read_summary(job.data.manifest, job.data.storage).get("tolerated", {})  # the index's repairs
+        tolerated = summary.get("tolerated", {})  # the index's repairs
         tracker.log_metrics(run_id, {f"data/tolerated_{name}": float(n) for name, n in tolerated.items()}, step=0)
         args = LoopArgs(job=job, fingerprint=fp, run_name=run_name, mlflow_run_id=run_id, parent_dir_uri=parent_dir,
                         artifact_uri=artifact_uri, unsent_metrics_uri=unsent, total_steps=total,
@@ -187,6 +194,17 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
     return StageResult(run_name=run_name, mlflow_run_id=run_id, artifact_uri=artifact_uri,
                        model_name=job.tracking.registered_model, model_version=version, total_steps=total,
                        metrics=metrics)
+
+
+PROFILE_KEYS = ("total", "quarantined", "by_media", "by_task", "by_source", "tolerated")
+
+
+def log_manifest_input(tracker: Tracker, run_id: str, manifest_uri: str, summary: dict[str, Any]) -> bool:
+    """The stage's manifest as the run's training dataset: named after its folder, its URI as the source, the
+    summary's digest, the Parquet schema and the summary's counts as the profile; once per run."""
+    name = manifest_uri.rstrip("/").rsplit("/", 1)[-1] or manifest_uri
+    return tracker.log_dataset(run_id, manifest_uri, name=name, digest=summary_digest(summary), schema=SCHEMA,
+                               profile={k: summary[k] for k in PROFILE_KEYS if k in summary})
 
 
 def _end_failed(tracker: Tracker, run_id: str, reason: str) -> None:
