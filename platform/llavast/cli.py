@@ -291,10 +291,10 @@ def _run_pipeline_live(job: Any, capacity: dict[str, float] | None, from_node: s
 
 
 @app.command("run")
-def run(job_file: Annotated[Path, typer.Argument(help="Job YAML (stage or pipeline).")],
+def run(job_file: Annotated[Path, typer.Argument(help="Job YAML (any kind: stage, eval, pipeline, ...).")],
         set_: SetOpt = None, from_node: FromOpt = None, only: OnlyOpt = None, ray_address: RayAddressOpt = None,
         num_cpus: Annotated[int | None, typer.Option(help="CPUs of a local Ray (default: all).")] = None) -> None:
-    """Run a job (a stage, a pipeline, synth or index) on the Ray cluster at --ray-address (or $RAY_ADDRESS), or
+    """Run a job (a stage, a pipeline, synth, index or eval) on the Ray cluster at --ray-address (or $RAY_ADDRESS), or
     on a local Ray this command starts. Running the same job again skips what is done and resumes the rest."""
     import ray
 

@@ -68,7 +68,7 @@ def run_eval_job(job: EvalJobConfig, parent_run_id: str | None = None,
         tracker, experiment=job.tracking.experiment,
         run_key=run_key(job, source.version or source.artifact or source.base), run_name=job.name,
         parent_run_id=parent_run_id or job.tracking.parent_run_id,
-        params={**redact_config(job.model_dump(mode="json")), "resolved": {
+        params={**redact_config(job.model_dump(mode="json", exclude={"tracking": {"parent_run_id"}})), "resolved": {
             "artifact": source.artifact, "base": source.base, "version": source.version,
             "coordinate_bins": json.dumps([run.bins.temporal, run.bins.height, run.bins.width]),
             "num_frames": run.num_frames}},

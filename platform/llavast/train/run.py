@@ -51,8 +51,9 @@ ARTIFACTS_DIR = "artifacts"
 ERROR_TAG = "llavast.error"
 LEASES_DIR = "leases"
 TRAINED_DIR = "trained"  # <run name>.json: written once fit() returned, so a re-run registers without training
-# Not fingerprinted, so it may differ between attempts of one run, and MLflow refuses a param whose value changes.
-UNLOGGED_PARAMS = ("tracking.system_metrics_interval_s",)
+# Not fingerprinted, so they may differ between attempts of one run, and MLflow refuses a param whose value
+# changes (the parent run is the run's `mlflow.parentRunId` tag already).
+UNLOGGED_PARAMS = ("tracking.system_metrics_interval_s", "tracking.parent_run_id")
 
 
 @dataclass(frozen=True)
