@@ -125,6 +125,7 @@ def load_model_for_eval(source: ModelSource, cache: Path, device: torch.device) 
     if artifact is not None:
         overrides.update({k: artifact.config[k] for k in RUN_TIME_FIELDS if k in artifact.config})
     base = _fetch(source.base, source, cache, True)
+    torch.manual_seed(0)  # what a base checkpoint lacks (a new STP, LAPE) starts the same in every actor and run
     model = contract.build(str(base), **overrides) if overrides else contract.build(str(base))
     tokenizer = contract.load_tokenizer(str(base), model.config)
     if artifact is not None:
