@@ -95,7 +95,8 @@ def data_synth(
     out: Annotated[str, typer.Option("--out", help="Where to write: s3://bucket/prefix, file:// or a path.")],
     videos: Annotated[int, typer.Option(help="Training videos (each yields 10 samples).")] = 40,
     images: Annotated[int, typer.Option(help="Training images (each yields 4 samples).")] = 20,
-    benchmark_videos: Annotated[int, typer.Option(help="Held-out videos for the STVG/ELC/SVG benchmark.")] = 6,
+    benchmark_videos: Annotated[int, typer.Option(help="Held-out videos for the STVG/ELC/SVG/TVG benchmark.")] = 6,
+    benchmark_images: Annotated[int, typer.Option(help="Held-out images for the REC benchmark (0: none).")] = 6,
     seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
@@ -105,7 +106,8 @@ def data_synth(
 
     with console.status("synthesising videos and annotations"):
         result = synthesize(out, storage_options(endpoint_url, region),
-                            SynthSpec(videos=videos, images=images, benchmark_videos=benchmark_videos, seed=seed))
+                            SynthSpec(videos=videos, images=images, benchmark_videos=benchmark_videos,
+                                      benchmark_images=benchmark_images, seed=seed))
     console.print(f"{result.total} samples under {result.root}", soft_wrap=True)
     console.print(_counts_table(result.samples, "source"))
     for stage, uri in result.mixtures.items():

@@ -17,7 +17,7 @@ from llavast.data.synth import SOURCES, SynthSpec, synthesize
 from llavast.data.synth_media import BACKGROUND
 from llavast.data.tasks import detect_task
 from llavast.data.validate import validate_record
-from llavast.evaluate.benchmarks import read_st_align
+from llavast.evaluate.benchmarks import RECSample, TVGSample, read_benchmark, read_st_align
 from llavast.storage import StorageOptions
 
 OPTS = StorageOptions()
@@ -72,6 +72,21 @@ def test_benchmark_converts_to_valid_records(synth_root: str) -> None:
             assert validate_record(record) is None
             record.pop("task")
             assert detect_task(record) == task
+
+
+def test_benchmark_tvg_and_rec_counts(synth_root: str) -> None:
+    """One Charades-STA query per held-out video and one RefCOCO pair per held-out image, all media present."""
+    tvg = read_benchmark("tvg", storage.join(synth_root, "benchmark", "tvg.json"), OPTS)
+    rec = read_benchmark("rec", storage.join(synth_root, "benchmark", "rec.json"), OPTS)
+    assert not tvg.quarantined and not rec.quarantined
+    assert len(tvg.samples) == SPEC.benchmark_videos and len(rec.samples) == SPEC.benchmark_images == 6
+    assert all(isinstance(s, TVGSample) for s in tvg.samples) and all(isinstance(s, RECSample) for s in rec.samples)
+    assert [s.video for s in tvg.samples] == [f"benchmark/videos/bench_{i:05d}.mp4"
+                                              for i in range(SPEC.benchmark_videos)]
+    images = sorted(p.name for p in (Path(storage.parse(synth_root).path) / "benchmark" / "images").iterdir())
+    assert images == [f"bench_img_{i:05d}.png" for i in range(SPEC.benchmark_images)]
+    for sample in rec.samples:
+        assert isinstance(sample, RECSample) and storage.exists(storage.join(synth_root, sample.image), OPTS)
 
 
 def test_tubes_point_at_drawn_objects(synth_root: str) -> None:

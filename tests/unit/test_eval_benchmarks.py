@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
+from PIL import Image
 
+from llavast import storage
 from llavast.data.records import VARIABLE_KEYS
 from llavast.data.synth import SynthSpec, synthesize
+from llavast.data.synth_media import COLOURS, SHAPES
 from llavast.data.tokenize import ConversationTokenizer
 from llavast.data.validate import validate_record
 from llavast.errors import DataError
@@ -319,6 +325,7 @@ def test_reads_file_uris(tmp_path: Path) -> None:
 
 def test_synthetic_benchmark_split(tmp_path: Path) -> None:
     result = synthesize(str(tmp_path / "synth"), OPTS, SynthSpec(videos=0, images=0, benchmark_videos=3, seed=1))
+    assert set(result.benchmark) == {"stvg", "svg", "elc", "tvg", "rec"}
     for task in ("stvg", "svg", "elc"):
         read = read_benchmark(task, result.benchmark[task], OPTS)
         assert not read.quarantined and [s.id for s in read.samples] == ["0", "1", "2"]
@@ -337,3 +344,89 @@ def test_synthetic_benchmark_split(tmp_path: Path) -> None:
                 assert _only(prompt.variables) == {}
             assert validate_record({"video": prompt.media, "variables": prompt.variables,
                                     "conversations": prompt.conversations + [{"from": "gpt", "value": "-"}]}) is None
+
+
+def _near(pixels: np.ndarray, colour: str, tolerance: int = 40) -> np.ndarray:
+    """Where `pixels` (..., 3) are within `tolerance` of the synthetic colour on every channel."""
+    return (np.abs(pixels.astype(int) - np.array(COLOURS[colour])) <= tolerance).all(axis=-1)
+
+
+def _named(text: str) -> tuple[str, str]:
+    match = re.search(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b", text)
+    assert match, text
+    return match.group(1), match.group(2)
+
+
+def test_synthetic_tvg_split_spans_are_where_the_named_object_is_drawn(tmp_path: Path) -> None:
+    result = synthesize(str(tmp_path / "synth"), OPTS, SynthSpec(videos=0, images=0, benchmark_videos=4, seed=1))
+    read = read_benchmark("tvg", result.benchmark["tvg"], OPTS)
+    assert not read.quarantined and [s.id for s in read.samples] == ["0", "1", "2", "3"]
+    for i, sample in enumerate(read.samples):
+        assert isinstance(sample, TVGSample) and sample.video == f"benchmark/videos/bench_{i:05d}.mp4"
+        colour, _ = _named(sample.caption)
+        start, end = sample.span
+        assert 0.0 <= start < end <= 1.0
+        with av.open(io.BytesIO(storage.read_bytes(storage.join(result.root, sample.video), OPTS))) as container:
+            frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        seen = [f for f, frame in enumerate(frames) if _near(frame, colour).sum() >= 4]
+        last = len(frames) - 1
+        first_frame, last_frame = round(start * last), round(end * last)
+        assert start * last == pytest.approx(first_frame) and end * last == pytest.approx(last_frame)
+        # the colour first and last shows at the span's ends (one frame of slack for the codec), never outside
+        # them, and in (nearly) every frame between: the other object may pass over it for a frame or two
+        assert seen and abs(seen[0] - first_frame) <= 1 and abs(seen[-1] - last_frame) <= 1, (
+            sample.id, colour, seen, (first_frame, last_frame))
+        assert len(seen) >= 0.8 * (last_frame - first_frame + 1), (sample.id, colour, seen)
+        prompt = build_prompt(sample, seed=0)
+        assert prompt.text.startswith("<video>\n") and f"'the {colour}" in prompt.text
+
+
+def test_synthetic_rec_split_boxes_are_the_drawn_objects(tmp_path: Path) -> None:
+    result = synthesize(str(tmp_path / "synth"), OPTS,
+                        SynthSpec(videos=0, images=0, benchmark_videos=0, benchmark_images=8, seed=1))
+    assert set(result.benchmark) == {"rec"}
+    read = read_benchmark("rec", result.benchmark["rec"], OPTS)
+    assert not read.quarantined and [s.id for s in read.samples] == [str(i) for i in range(8)]
+    for i, sample in enumerate(read.samples):
+        assert isinstance(sample, RECSample) and sample.image == f"benchmark/images/bench_img_{i:05d}.png"
+        colour, _ = _named(sample.expression)
+        with Image.open(io.BytesIO(storage.read_bytes(storage.join(result.root, sample.image), OPTS))) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        assert (sample.width, sample.height) == (pixels.shape[1], pixels.shape[0])
+        x, y, w, h = (int(v) for v in sample.bbox)
+        assert w > 0 and h > 0 and all(v == int(v) for v in sample.bbox)
+        near = _near(pixels, colour, tolerance=2)
+        inside = np.zeros(near.shape, dtype=bool)
+        inside[y:y + h, x:x + w] = True
+        ring = np.zeros(near.shape, dtype=bool)
+        ring[max(0, y - 2):y + h + 2, max(0, x - 2):x + w + 2] = True
+        ring &= ~inside
+        assert near[inside].sum() >= 0.75 * w * h, (sample.id, colour)  # a circle fills pi/4 of its box
+        assert not near[ring].any() and not near[~inside].any(), (sample.id, colour)
+        # the box touches the object on every side: each edge row/column of the box holds the colour
+        assert near[y, x:x + w].any() and near[y + h - 1, x:x + w].any()
+        assert near[y:y + h, x].any() and near[y:y + h, x + w - 1].any()
+        assert sample.expression in build_prompt(sample, seed=0).text
+
+
+def test_synthetic_tvg_rec_files_deterministic_and_optional(tmp_path: Path) -> None:
+    def synth(name: str, **sizes: int) -> tuple[Any, dict[str, bytes]]:
+        result = synthesize(str(tmp_path / name), OPTS, SynthSpec(videos=0, images=0, **sizes))
+        root = tmp_path / name
+        files = {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "benchmark").rglob("*"))
+                 if p.is_file() and (p.name in ("tvg.json", "rec.json") or p.parent.name == "images")}
+        return result, files
+
+    a, files_a = synth("a", benchmark_videos=2, benchmark_images=3, seed=4)
+    _, files_b = synth("b", benchmark_videos=2, benchmark_images=3, seed=4)
+    assert len(files_a) == 2 + 3 and files_a == files_b
+    assert storage.read_bytes(a.benchmark["rec"], OPTS) == files_a["benchmark/rec.json"]
+    _, files_other = synth("other", benchmark_videos=2, benchmark_images=3, seed=5)
+    assert files_other["benchmark/rec.json"] != files_a["benchmark/rec.json"]
+    assert files_other["benchmark/tvg.json"] != files_a["benchmark/tvg.json"]
+    none, files_none = synth("none", benchmark_videos=2, benchmark_images=0, seed=4)
+    assert "rec" not in none.benchmark and set(files_none) == {"benchmark/tvg.json"}
+    # the TVG file does not depend on the number of benchmark images
+    assert files_none["benchmark/tvg.json"] == files_a["benchmark/tvg.json"]
+    novid, files_novid = synth("novid", benchmark_videos=0, benchmark_images=3, seed=4)
+    assert set(novid.benchmark) == {"rec"} and files_novid == {k: v for k, v in files_a.items() if "tvg" not in k}

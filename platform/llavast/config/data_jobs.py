@@ -21,6 +21,7 @@ class SynthSection(Section):
     videos: PositiveInt = 40
     images: NonNegativeInt = 20
     benchmark_videos: NonNegativeInt = 6
+    benchmark_images: NonNegativeInt = 6
     width: PositiveInt = 96
     height: PositiveInt = 64
     min_frames: PositiveInt = 16

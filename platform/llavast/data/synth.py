@@ -5,8 +5,15 @@ Layout written under `out` (any storage URI):
     images/img_00000.png|jpg ...
     annotations/<source>.json|jsonl  training format (REFERENCE.md 3.1), one file per source (task)
     mixtures/stage{1,2,3}.yaml       stage mixtures (3.2) with paths relative to themselves
-    benchmark/{stvg,elc,svg}.json    benchmark format (3.3) on held-out videos
-Every time span, box and tube is computed from the drawn trajectories. Same seed, same bytes.
+    benchmark/videos/bench_00000.mp4 ...       held-out videos
+    benchmark/{stvg,elc,svg}.json    benchmark format (3.3) on the held-out videos
+    benchmark/tvg.json               Charades-STA format (TVG) on the same held-out videos: one object's caption
+                                     and its visible span over the whole video, normalised to [0, 1]
+    benchmark/images/bench_img_00000.png ...   held-out images (`benchmark_images`; 0 writes no rec.json)
+    benchmark/rec.json               RefCOCO format (REC) on them: one object's expression and pixel box each
+Media paths in the files are relative to `out`. Every time span, box and tube is computed from the drawn
+trajectories. Same seed, same bytes. The TVG and REC choices come from their own generators (seeded
+`[seed, 1]` and `[seed, 2]`): the other files' bytes do not depend on them, nor tvg.json on `benchmark_images`.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ class SynthSpec:
     videos: int = 40
     images: int = 20
     benchmark_videos: int = 6
+    benchmark_images: int = 6
     width: int = 96
     height: int = 64
     min_frames: int = 16
@@ -260,6 +268,29 @@ def _benchmark_records(v: _Video, rng: np.random.Generator) -> dict[str, dict[st
             for task, (q, a) in questions.items()}
 
 
+def _tvg_record(v: _Video, rng: np.random.Generator) -> dict[str, Any]:
+    """A Charades-STA query about one object: its visible span over the whole video (TVG has no split window)."""
+    obj = v.objects[int(rng.integers(0, 2))]
+    last = max(v.frames - 1, 1)
+    return {"image_id": v.path, "caption": f"The {obj.name} moves {obj.direction}.",
+            "timestamp": [obj.first / last, obj.last / last]}
+
+
+def _rec_image(rng: np.random.Generator, spec: SynthSpec, index: int, path: str, root: str,
+               options: StorageOptions) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """A held-out image of two still objects and a RefCOCO pair about one of them: (image entry, annotation,
+    bytes written). The referred object is drawn last, so its box is exactly its drawn pixels."""
+    objects = _pair(rng, 1, spec, still=True)
+    pick = int(rng.integers(0, 2))
+    target, other = objects[pick], objects[1 - pick]
+    data = encode_image(render_frame([other, target], 0, spec.width, spec.height), "png")
+    storage.write_bytes(storage.join(root, path), data, options)
+    x1, y1, x2, y2 = target.box(0, spec.width, spec.height)
+    image = {"id": index, "file_name": path, "width": spec.width, "height": spec.height,
+             "caption": f"the {target.name}"}
+    return image, {"id": index, "bbox": [x1, y1, x2 - x1, y2 - y1]}, len(data)
+
+
 def _dump(records: list[dict[str, Any]], jsonl: bool) -> str:
     if jsonl:
         return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
@@ -298,16 +329,30 @@ def synthesize(out: str, options: StorageOptions, spec: SynthSpec = SynthSpec())
         mixtures[stage] = uri
 
     bench: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    tvg_rng = np.random.default_rng([spec.seed, 1])  # apart from `rng`: the other files keep their bytes
     for i in range(spec.benchmark_videos):
         video, size = _make_video(rng, spec, f"benchmark/videos/bench_{i:05d}.mp4", root, options)
         media_bytes += size
         for task, record in _benchmark_records(video, rng).items():
             bench[task].append(record)
+        bench["tvg"].append(_tvg_record(video, tvg_rng))
     benchmark = {}
     for task, records in bench.items():
         uri = storage.join(root, "benchmark", f"{task}.json")
         storage.write_text(uri, _dump(records, jsonl=False), options)
         benchmark[task] = uri
+    if spec.benchmark_images > 0:
+        rec_rng = np.random.default_rng([spec.seed, 2])
+        refcoco: dict[str, list[dict[str, Any]]] = {"images": [], "annotations": []}
+        for i in range(spec.benchmark_images):
+            image, annotation, size = _rec_image(rec_rng, spec, i, f"benchmark/images/bench_img_{i:05d}.png", root,
+                                                 options)
+            media_bytes += size
+            refcoco["images"].append(image)
+            refcoco["annotations"].append(annotation)
+        uri = storage.join(root, "benchmark", "rec.json")
+        storage.write_text(uri, json.dumps(refcoco, indent=1, sort_keys=True), options)
+        benchmark["rec"] = uri
     counts = {source: len(records) for source, records in builder.records.items()}
     log.info("synthesized %d samples (%d videos, %d images) under %s", sum(counts.values()), spec.videos,
              spec.images, root)
