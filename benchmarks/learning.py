@@ -25,9 +25,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow.parquet as pq
+import yaml
 
 import model_zoo
 from llavast.evaluate.baselines import constant_answer, priors_from_records, random_answer
@@ -37,8 +39,6 @@ from llavast.storage import StorageOptions
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "jobs" / "learn" / "pipeline.yaml"
-WORK = REPO / ".learn"
-PORT = 5056
 TASKS = ("tvg", "rec", "stvg")
 BENCHMARK = "synthetic"  # the benchmarks' name in jobs/learn/eval.yaml
 COLUMNS = [("tvg", "mIoU"), ("tvg", "R@0.5"), ("rec", "Acc@0.5"), ("stvg", "m_tIoU"), ("stvg", "m_sIoU"),
@@ -55,16 +55,16 @@ QUICK_SETS = [
 ]
 
 
-def run_pipeline(work: Path, quick: bool) -> float:
-    """Build the tiny base, start MLflow, run the pipeline through the CLI; the seconds it took."""
+def run_pipeline(pipeline: Path, work: Path, quick: bool) -> float:
+    """Build the tiny base, run the pipeline through the CLI (MLflow already up); the seconds it took."""
     base = work / "base" / "llava-ov-tiny"
     if not (base / "config.json").is_file():
         model_zoo.spec("llava_st").write_demo_checkpoint(base)
     llavast = str(Path(sys.executable).with_name("llavast"))
     started = time.perf_counter()
     sets = [a for s in QUICK_SETS for a in ("--set", s)] if quick else []
-    command = [llavast, "run", str(PIPELINE), "--num-cpus", "4", *sets]
-    result = subprocess.run(command, cwd=REPO, env={**os.environ, "COLUMNS": "160"})
+    command = [llavast, "run", str(pipeline), "--num-cpus", "4", *sets]
+    result = subprocess.run(command, cwd=pipeline.parent, env={**os.environ, "COLUMNS": "160"})
     if result.returncode != 0:
         raise SystemExit(f"the learning pipeline failed (exit {result.returncode}): see its output above")
     return time.perf_counter() - started
@@ -147,32 +147,39 @@ def print_table(result: dict[str, Any]) -> None:
               f"{m['ci_high']:+.1f}] over {m['samples']} samples: {'beats' if m['beats'] else 'does not beat'} it")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="A few steps and samples: the plumbing only.")
-    parser.add_argument("--fresh", action="store_true", help="Delete .learn/ first (otherwise finished nodes skip).")
-    args = parser.parse_args()
-    if args.fresh and WORK.exists():
-        shutil.rmtree(WORK)
+    parser.add_argument("--fresh", action="store_true", help="Delete the work folder first (else done nodes skip).")
+    parser.add_argument("--pipeline", type=Path, default=PIPELINE,
+                        help="The learning pipeline; its data and runs go to .learn/ two folders above it.")
+    parser.add_argument("--out", type=Path, default=None, help="The results JSON (default benchmarks/results/).")
+    args = parser.parse_args(argv)
+    pipeline = args.pipeline.resolve()
+    work = pipeline.parents[2] / ".learn"
+    tracking = urlparse(yaml.safe_load(pipeline.read_text())["tracking"]["uri"])
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
     load_start = os.getloadavg()
-    mlflow_up(WORK / "mlflow", PORT)
+    mlflow_up(work / "mlflow", tracking.port)
     try:
-        seconds = run_pipeline(WORK, args.quick)
-        num_frames = json.loads((WORK / "eval" / "stage3" / "run.json").read_text())["num_frames"]
-        baselines = score_baselines(WORK, num_frames)
-        result = collect(WORK, baselines)
+        seconds = run_pipeline(pipeline, work, args.quick)
+        num_frames = json.loads((work / "eval" / "stage3" / "run.json").read_text())["num_frames"]
+        baselines = score_baselines(work, num_frames)
+        result = collect(work, baselines)
     finally:
-        mlflow_down(WORK / "mlflow")
+        mlflow_down(work / "mlflow")
     result.update({
-        "benchmark": "learning", "quick": args.quick, "pipeline": str(PIPELINE.relative_to(REPO)),
-        "wall_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "benchmark": "learning", "quick": args.quick, "wall_seconds": round(seconds, 1),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cpus": os.cpu_count(), "load_avg_at_start": load_start, "load_avg_at_end": os.getloadavg(),
                     "python": platform.python_version()},
     })
     print_table(result)
-    out = REPO / "benchmarks" / "results" / f"learning{'_quick' if args.quick else ''}.json"
+    out = args.out or REPO / "benchmarks" / "results" / f"learning{'_quick' if args.quick else ''}.json"
     out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out.relative_to(REPO)}")
+    print(f"wrote {out}")
+    return result
 
 
 if __name__ == "__main__":
