@@ -256,3 +256,38 @@ def test_services_up_in_the_foreground_serves_until_ctrl_c(tmp_path: Path) -> No
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+
+def _create_at_once(uri: str, name: str, count: int) -> tuple[list[str], list[Exception]]:
+    """`count` trackers ask for experiment `name` at the same moment; their ids and errors."""
+    import threading
+
+    from llavast.tracking import Tracker
+
+    trackers = [Tracker(uri) for _ in range(count)]
+    barrier, ids, errors = threading.Barrier(count), [], []
+
+    def create(tracker: Tracker) -> None:
+        barrier.wait()
+        try:
+            ids.append(tracker.experiment_id(name))
+        except Exception as err:  # noqa: BLE001 - collected for the assertion
+            errors.append(err)
+
+    threads = [threading.Thread(target=create, args=(t,)) for t in trackers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return ids, errors
+
+
+def test_runners_creating_one_experiment_at_once_get_the_same_id(mlflow_server):
+    """Two pipelines started together both find the experiment missing and create it: the loser of the race
+    reads the winner's id instead of failing (MLflow answers RESOURCE_ALREADY_EXISTS)."""
+    import uuid
+
+    for _ in range(5):
+        ids, errors = _create_at_once(mlflow_server.uri, f"race-{uuid.uuid4().hex[:8]}", 4)
+        assert not errors and len(ids) == 4 and len(set(ids)) == 1, (errors, ids)

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
@@ -82,10 +83,20 @@ class Tracker:
             raise TrackingError(f"MLflow {what} failed at {self.uri}: {err}") from err
 
     def experiment_id(self, name: str) -> str:
+        """The id of experiment `name`, created when missing. Two runners may create it at once: the one that
+        loses the race (MLflow answers RESOURCE_ALREADY_EXISTS) reads the winner's."""
         exp = self.call("get_experiment_by_name", self.client.get_experiment_by_name, name)
         if exp is not None:
             return str(exp.experiment_id)
-        return str(self.call("create_experiment", self.client.create_experiment, name))
+        try:
+            return str(self.client.create_experiment(name))
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                return str(self.call("create_experiment", self.client.create_experiment, name))
+        exp = self.call("get_experiment_by_name", self.client.get_experiment_by_name, name)
+        if exp is None:
+            raise TrackingError(f"MLflow says experiment {name!r} exists but does not return it ({self.uri})")
+        return str(exp.experiment_id)
 
     def ensure_run(self, experiment: str, run_key: str, run_name: str, *,
                    parent_run_id: str | None = None, tags: Mapping[str, str] | None = None) -> str:
