@@ -52,4 +52,4 @@ test-latest:
 	$(LATEST)/bin/pytest tests -m "not installed_from_lock" $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LATEST) .demo .pytest_cache
+	rm -rf $(VENV) $(LATEST) .demo .learn .pytest_cache
