@@ -573,9 +573,6 @@ def eval_score(
     region: RegionOpt = None,
 ) -> None:
     """Score a predictions file against a benchmark with this platform's metrics (baselines, other models)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from llavast import storage
     from llavast.evaluate.answers import check_task
     from llavast.evaluate.benchmarks import read_benchmark
@@ -593,9 +590,7 @@ def eval_score(
         errors.print(f"[yellow]{len(file.quarantined)} benchmark record(s) quarantined, not scored: "
                      f"{file.quarantined_by_reason}[/yellow]")
     scored = score(task, file.samples, outputs, num_coordinate_bins, num_frames)
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(scored.rows), sink)
-    storage.write_bytes(storage.join(out, "results.parquet"), sink.getvalue().to_pybytes(), options)
+    storage.write_parquet(storage.join(out, "results.parquet"), scored.rows, options)
     storage.write_text(storage.join(out, "summary.json"), json.dumps({task: scored.summary}, indent=2), options)
     missing = sum(1 for r in scored.rows if r["parse_status"] == "missing")
     if missing:

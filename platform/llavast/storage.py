@@ -14,10 +14,13 @@ import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import fsspec
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from llavast.errors import StorageError
@@ -193,6 +196,13 @@ def create_exclusive(uri: str, data: bytes, options: StorageOptions) -> bool:
     except Exception as exc:
         raise _wrap(uri, "create", exc) from exc
     return True
+
+
+def write_parquet(uri: str, rows: list[dict[str, Any]], options: StorageOptions) -> None:
+    """Write rows (dicts of one shape) as one Parquet object."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    write_bytes(uri, sink.getvalue().to_pybytes(), options)
 
 
 def write_text(uri: str, text: str, options: StorageOptions) -> None:

@@ -13,6 +13,7 @@ from llavast.config.loader import load_job
 from llavast.errors import ConfigError
 from llavast.orchestrate.dag import Node, NodeResult, Status
 from llavast.orchestrate.executors import EvalExecutor, node_resources
+from tests.unit.test_config_jobs import STAGE
 
 EVAL = """\
 kind: eval
@@ -24,15 +25,6 @@ benchmarks:
 out: results
 """
 
-STAGE = """\
-kind: stage
-name: s1
-model: {base: /models/base}
-data: {manifest: s3://b/index}
-train: {stage: 1}
-tracking: {uri: http://127.0.0.1:5000, experiment: e, registered_model: m}
-storage: {root: s3://b/runs}
-"""
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

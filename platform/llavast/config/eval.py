@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
+from llavast import storage
 from llavast.config.base import Section
 from llavast.config.common import JobCommon
 from llavast.config.data import DecodeSection
@@ -65,6 +66,11 @@ class BenchmarkSection(Section):
     @property
     def label(self) -> str:
         return self.name or DEFAULT_BENCHMARK_NAMES[self.task]
+
+    @property
+    def media_folder(self) -> str:
+        """The folder the file's media paths are relative to."""
+        return self.media_root or storage.dirname(self.annotations)
 
 
 class GenerationSection(Section):

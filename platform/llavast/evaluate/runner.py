@@ -20,6 +20,7 @@ import json
 import logging
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import ray
 import torch
 
@@ -39,7 +39,7 @@ from llavast.data.collate import LlavaSTCollate
 from llavast.data.manifest import SCHEMA
 from llavast.data.pipeline import OK, build_dataset
 from llavast.errors import DataError
-from llavast.evaluate.answers import CoordinateBins
+from llavast.evaluate.answers import END_OF_TURN, CoordinateBins
 from llavast.evaluate.benchmarks import BenchmarkFile, STSample, TVGSample, read_benchmark
 from llavast.evaluate.prompts import Prompt, build_prompts
 from llavast.evaluate.score import Scored, score
@@ -50,7 +50,6 @@ from llavast.train.lora import has_lora, merge_lora
 log = logging.getLogger(__name__)
 
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
-END_OF_TURN = "<|im_end|>"
 ANSWER_SCHEMA = pa.schema([
     pa.field("uid", pa.string()),
     pa.field("status", pa.string()),  # "ok", or why the sample got no answer (its decode status)
@@ -164,13 +163,12 @@ class GenerateAnswers:
         answered = batch.filter(pc.equal(batch["status"], OK))
         outputs: dict[str, tuple[str, int]] = {}
         if answered.num_rows:
-            uids = answered.column("uid").to_pylist()
-            for uid, output in zip(uids, self._generate(answered), strict=True):
-                outputs[uid] = output
-        rows = batch.select(["uid", "status", "detail"]).to_pylist()
-        return pa.Table.from_pylist(
-            [{**r, "output": outputs.get(r["uid"], ("", 0))[0], "new_tokens": outputs.get(r["uid"], ("", 0))[1]}
-             for r in rows], schema=ANSWER_SCHEMA)
+            outputs = dict(zip(answered.column("uid").to_pylist(), self._generate(answered), strict=True))
+        rows = []
+        for row in batch.select(["uid", "status", "detail"]).to_pylist():
+            output, new_tokens = outputs.get(row["uid"], ("", 0))
+            rows.append({**row, "output": output, "new_tokens": new_tokens})
+        return pa.Table.from_pylist(rows, schema=ANSWER_SCHEMA)
 
     @torch.no_grad()
     def _generate(self, batch: pa.Table) -> list[tuple[str, int]]:
@@ -204,7 +202,7 @@ def prompt_rows(prompts: list[Prompt], benchmark: BenchmarkSection) -> list[dict
     """Manifest-shaped rows (`data/manifest.SCHEMA`) of prompts, so the training data path decodes and
     tokenises them: uid `<benchmark>/<task>/<id>`, media under the benchmark's media root, ST-Align's split
     window, the human turn and its coordinate values."""
-    root = benchmark.media_root or storage.dirname(benchmark.annotations)
+    root = benchmark.media_folder
     rows = []
     for i, prompt in enumerate(prompts):
         sample = prompt.sample
@@ -279,10 +277,7 @@ def run_eval(job: EvalJobConfig, source: ModelSource, secrets: SecretEnv | None 
             row["prompt"] = prompt.text
             row["new_tokens"] = mine[prompt.id]["new_tokens"]
             row["detail"] = mine[prompt.id]["detail"]
-        statuses: dict[str, int] = {}
-        for a in mine.values():
-            statuses[a["status"]] = statuses.get(a["status"], 0) + 1
-        tasks.append(TaskRun(benchmark, file, prompts, scored, statuses))
+        tasks.append(TaskRun(benchmark, file, prompts, scored, dict(Counter(a["status"] for a in mine.values()))))
     run = EvalRun(source, tasks, job.out, time.perf_counter() - started, bins, config.num_frames, config.image_size)
     write_results(run, job)
     return run
@@ -291,10 +286,7 @@ def run_eval(job: EvalJobConfig, source: ModelSource, secrets: SecretEnv | None 
 def write_results(run: EvalRun, job: EvalJobConfig) -> None:
     """results.parquet per task, summary.json (the tables), run.json (what was evaluated, counts, timing)."""
     for task in run.tasks:
-        table = pa.Table.from_pylist(task.scored.rows)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        storage.write_bytes(results_uri(run.out, task), sink.getvalue().to_pybytes(), job.storage)
+        storage.write_parquet(results_uri(run.out, task), task.scored.rows, job.storage)
     storage.write_text(storage.join(run.out, "summary.json"), json.dumps(run.summary(), indent=2), job.storage)
     info = {"model": run.source.name, "version": run.source.version, "artifact": run.source.artifact,
             "base": run.source.base, "coordinate_bins": [run.bins.temporal, run.bins.height, run.bins.width],
@@ -323,7 +315,7 @@ def figures(run: EvalRun, job: EvalJobConfig, per_task: int) -> list[tuple[str, 
     size = run.image_size
     out = []
     for task in run.tasks:
-        root = task.benchmark.media_root or storage.dirname(task.benchmark.annotations)
+        root = task.benchmark.media_folder
         for prompt, row in list(zip(task.prompts, task.scored.rows, strict=True))[:per_task]:
             sample, answer = prompt.sample, parse_answer(row["output"], run.bins)
             title = f"{task.benchmark.label}/{task.benchmark.task} {prompt.id}: {row['parse_status']}"
