@@ -106,3 +106,27 @@ def test_tubes_point_at_drawn_objects(synth_root: str) -> None:
             cy = (ys[2 * k] + ys[2 * k + 1]) / 2 * height
             pixel = frames[frame, int(cy), int(cx)].astype(int)
             assert np.abs(pixel - np.array(BACKGROUND)).sum() > 60, (record["id"], frame, pixel)
+
+
+def test_training_questions_of_benchmark_tasks_use_the_benchmark_prompt_forms(synth_root: str) -> None:
+    """A small model answers only the phrasings it trained on: TVG, REC and STVG training questions are asked in
+    the forms the eval prompts use (evaluate/prompts.py), about the object their answer locates."""
+    from llavast.evaluate.prompts import INSTRUCTIONS, REC_PROMPTS, TVG_PROMPT
+
+    root = storage.parse(synth_root).path
+    tvg_head, tvg_tail = TVG_PROMPT.split("{caption}")
+    for record in read_annotations(f"{root}/annotations/tvg.jsonl", OPTS):
+        question = record["conversations"][0]["value"].removeprefix("<video>\n")
+        assert question.startswith(tvg_head) and question.endswith(tvg_tail)
+        caption = question[len(tvg_head):-len(tvg_tail)]
+        assert caption.startswith("the ") and " moves " in caption and caption == caption.lower()
+    rec_forms = [p.split("{expression}") for p in REC_PROMPTS]
+    used = set()
+    for record in read_annotations(f"{root}/annotations/rec.jsonl", OPTS):
+        question = record["conversations"][0]["value"].removeprefix("<image>\n")
+        form = [i for i, (head, tail) in enumerate(rec_forms) if question.startswith(head) and question.endswith(tail)]
+        assert len(form) == 1, question
+        used.add(form[0])
+    assert len(used) > 1  # drawn, not one fixed template
+    for record in read_annotations(f"{root}/annotations/stvg.jsonl", OPTS):
+        assert record["conversations"][0]["value"].endswith(INSTRUCTIONS["stvg"])

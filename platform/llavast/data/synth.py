@@ -12,8 +12,13 @@ Layout written under `out` (any storage URI):
     benchmark/images/bench_img_00000.png ...   held-out images (`benchmark_images`; 0 writes no rec.json)
     benchmark/rec.json               RefCOCO format (REC) on them: one object's expression and pixel box each
 Media paths in the files are relative to `out`. Every time span, box and tube is computed from the drawn
-trajectories. Same seed, same bytes. The TVG and REC choices come from their own generators (seeded
-`[seed, 1]` and `[seed, 2]`): the other files' bytes do not depend on them, nor tvg.json on `benchmark_images`.
+trajectories. The training questions of the benchmark's tasks are asked in the benchmark's prompt forms
+(`evaluate/prompts.py`): TVG in the Charades-STA template with an object's motion as the caption, REC in one of
+the RefCOCO templates, STVG with the release's instruction appended, so a small model learns the questions it is
+evaluated with (it cannot carry an answer over to an unseen phrasing). Same seed, same bytes. The TVG and REC
+benchmark choices come from their own generators (seeded `[seed, 1]` and `[seed, 2]`), the training questions'
+forms from a third (`[seed, 3]`): the other files' bytes do not depend on them, nor tvg.json on
+`benchmark_images`.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from llavast.data.synth_media import (
     random_object,
     render_frame,
 )
+from llavast.evaluate.prompts import INSTRUCTIONS, REC_PROMPTS, TVG_PROMPT, tvg_caption
 from llavast.storage import StorageOptions
 
 log = logging.getLogger(__name__)
@@ -152,7 +158,7 @@ class _Builder:
         self.records[source].append(record)
 
 
-def _video_records(b: _Builder, v: _Video, rng: np.random.Generator) -> None:
+def _video_records(b: _Builder, v: _Video, rng: np.random.Generator, prompts: np.random.Generator) -> None:
     media = ("video", v.path)
     o1, o2 = v.objects
     first, second = sorted(v.objects, key=lambda o: o.first)
@@ -162,8 +168,9 @@ def _video_records(b: _Builder, v: _Video, rng: np.random.Generator) -> None:
     b.add("video_caption", media, ["Describe the video in detail.",
                                    f"A {o1.name} moves {o1.direction} and a {o2.name} moves {o2.direction}."], c)
     c = _Coords()
-    b.add("tvg", media, [f"When is the {o1.name} visible in the video?",
-                         c.span(v.time(o1.first), v.time(o1.last), "OUTPUT")], c, win)
+    asked = v.objects[int(prompts.integers(0, 2))]
+    question = TVG_PROMPT.format(caption=tvg_caption(f"The {asked.name} moves {asked.direction}."))
+    b.add("tvg", media, [question, c.span(v.time(asked.first), v.time(asked.last), "OUTPUT")], c, win)
     c = _Coords()
     events = " ".join(f"{c.span(v.time(o.first), v.time(o.last), 'OUTPUT')} the {o.name} moves {o.direction}."
                       for o in (first, second))
@@ -179,8 +186,9 @@ def _video_records(b: _Builder, v: _Video, rng: np.random.Generator) -> None:
     target = v.objects[int(rng.integers(0, 2))]
     c = _Coords()
     answer = f"During the span of {c.span(v.time(target.first), v.time(target.last), 'OUTPUT')}. "
-    b.add("stvg", media, [f"Find the {target.name} that moves {target.direction}: when is it visible and where?",
-                          answer + f"Object bounding box: {tube(target, c)}"], c, win)
+    question = f"Find the {target.name} that moves {target.direction}: when is it visible and where?"
+    b.add("stvg", media, [question + INSTRUCTIONS["stvg"], answer + f"Object bounding box: {tube(target, c)}"], c,
+          win)
     c = _Coords()
     question = (f"The {target.name} at {c.box(v.norm_box(target, target.first), 'INPUT')} appears at "
                 f"{c.t(v.time(target.first), 'INPUT')}. When does the event end? Describe it.")
@@ -197,7 +205,8 @@ def _video_records(b: _Builder, v: _Video, rng: np.random.Generator) -> None:
                                   f"What colour is the {o2.shape}?", f"{o2.colour.capitalize()}."], _Coords())
 
 
-def _image_records(b: _Builder, path: str, objects: list[MovingObject], width: int, height: int) -> None:
+def _image_records(b: _Builder, path: str, objects: list[MovingObject], width: int, height: int,
+                   prompts: np.random.Generator) -> None:
     media = ("image", path)
     o1, o2 = objects
 
@@ -208,7 +217,8 @@ def _image_records(b: _Builder, path: str, objects: list[MovingObject], width: i
     b.add("image_caption", media, ["Describe the image.", f"A {o1.name} and a {o2.name} on a dark background."],
           _Coords())
     c = _Coords()
-    b.add("rec", media, [f"Where is the {o2.name}? Answer with a bounding box.", c.box(box(o2), "OUTPUT")], c)
+    question = REC_PROMPTS[int(prompts.integers(0, len(REC_PROMPTS)))].format(expression=f"the {o2.name}")
+    b.add("rec", media, [question, c.box(box(o2), "OUTPUT")], c)
     c = _Coords()
     b.add("rc", media, [f"What is in the region {c.box(box(o1), 'INPUT')}?", f"A {o1.name}."], c)
     c = _Coords()
@@ -301,12 +311,13 @@ def synthesize(out: str, options: StorageOptions, spec: SynthSpec = SynthSpec())
     """Write a synthetic ST-Align tree under `out` (see the module docstring); deterministic under `spec.seed`."""
     rng = np.random.default_rng(spec.seed)
     root = storage.parse(out).uri
+    prompts = np.random.default_rng([spec.seed, 3])  # the benchmark prompt forms drawn for training questions
     builder = _Builder()
     media_bytes = 0
     for i in range(spec.videos):
         video, size = _make_video(rng, spec, f"videos/vid_{i:05d}.mp4", root, options)
         media_bytes += size
-        _video_records(builder, video, rng)
+        _video_records(builder, video, rng, prompts)
     for i in range(spec.images):
         fmt = "png" if i % 2 == 0 else "jpeg"
         path = f"images/img_{i:05d}.{'png' if fmt == 'png' else 'jpg'}"
@@ -314,7 +325,7 @@ def synthesize(out: str, options: StorageOptions, spec: SynthSpec = SynthSpec())
         data = encode_image(render_frame(objects, 0, spec.width, spec.height), fmt)
         storage.write_bytes(storage.join(root, path), data, options)
         media_bytes += len(data)
-        _image_records(builder, path, objects, spec.width, spec.height)
+        _image_records(builder, path, objects, spec.width, spec.height, prompts)
     for source, records in builder.records.items():
         name = f"{source}.jsonl" if source in JSONL_SOURCES else f"{source}.json"
         storage.write_text(storage.join(root, "annotations", name), _dump(records, source in JSONL_SOURCES), options)
