@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export DS_ACCELERATOR ?= cpu
 
-.PHONY: install demo test test-unit test-latest lint lock clean
+.PHONY: install demo test test-unit test-latest lint lock clean learn
 
 # Everything comes from the lock (torch's line is the 2.13.0 CPU wheel on these machines); pip-sync removes
 # whatever an older lock left behind, and the project itself is installed editable with --no-deps, so nothing
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
+
+# The learning benchmark (docs/results.md): the tiny model trained end to end, against baselines (~30 min).
+learn: $(STAMP)
+	$(BIN)/python -m benchmarks.learning --fresh
 
 lint: $(STAMP)
 	$(BIN)/ruff check platform model_zoo tests benchmarks

@@ -1,6 +1,6 @@
 """Does a model trained here learn? The tiny model trained end to end against baselines on held-out grounding.
 
-    python -m benchmarks.learning            # the full run (jobs/learn/), about 40 minutes on 2 cores
+    python -m benchmarks.learning --fresh    # the full run (jobs/learn/, `make learn`), ~27 minutes on 2 cores
     python -m benchmarks.learning --quick    # the plumbing only: a few steps, a few samples (the test's run)
 
 1. `jobs/learn/pipeline.yaml` through the CLI (`llavast run`), on a local Ray and a local MLflow server: a
@@ -11,6 +11,7 @@
 3. The table (model or baseline x TVG mIoU and R@0.5, REC Acc@0.5, STVG m_tIoU/m_sIoU/m_vIoU), and for each
    target metric the trained model's margin over the constant baseline with a 95% paired bootstrap interval,
    printed and written to benchmarks/results/learning[_quick].json with the wall time and the machine's load.
+4. The full run copies the stage-3 evaluation's pictures (from its MLflow run) to docs/results/learning/.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from llavast.storage import StorageOptions
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "jobs" / "learn" / "pipeline.yaml"
+PICTURES = REPO / "docs" / "results" / "learning"
 TASKS = ("tvg", "rec", "stvg")
 BENCHMARK = "synthetic"  # the benchmarks' name in jobs/learn/eval.yaml
 COLUMNS = [("tvg", "mIoU"), ("tvg", "R@0.5"), ("rec", "Acc@0.5"), ("stvg", "m_tIoU"), ("stvg", "m_sIoU"),
@@ -94,6 +97,27 @@ def score_baselines(work: Path, num_frames: int, seed: int = 0) -> dict[str, dic
                            check=True, capture_output=True, text=True)
             out[name][task] = folder
     return out
+
+
+def save_pictures(work: Path, pipeline: Path, dest: Path) -> list[str]:
+    """The stage-3 evaluation's pictures (held-out samples: prediction beside ground truth), from its MLflow run,
+    copied to `dest` (replacing what an earlier run left there); their paths relative to the repository."""
+    from llavast.tracking import Tracker
+    from llavast.tracking.evaluation import download_pictures
+
+    tracking = yaml.safe_load(pipeline.read_text())["tracking"]
+    if dest.exists():
+        shutil.rmtree(dest)
+    with tempfile.TemporaryDirectory() as tmp:
+        found = download_pictures(Tracker(tracking["uri"]), tracking["experiment"], str(work / "eval" / "stage3"),
+                                  Path(tmp))
+        saved = []
+        for path in found:
+            target = dest / path.relative_to(Path(tmp) / "pictures")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            saved.append(str(target.relative_to(REPO)) if target.is_relative_to(REPO) else str(target))
+    return saved
 
 
 def _per_sample(folder: Path, column: str) -> dict[str, float]:
@@ -154,6 +178,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pipeline", type=Path, default=PIPELINE,
                         help="The learning pipeline; its data and runs go to .learn/ two folders above it.")
     parser.add_argument("--out", type=Path, default=None, help="The results JSON (default benchmarks/results/).")
+    parser.add_argument("--pictures", type=Path, default=None,
+                        help="Where the stage-3 evaluation's pictures go (default: docs/results/learning/ for the "
+                             "full run, none for --quick).")
     args = parser.parse_args(argv)
     pipeline = args.pipeline.resolve()
     work = pipeline.parents[2] / ".learn"
@@ -167,6 +194,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         num_frames = json.loads((work / "eval" / "stage3" / "run.json").read_text())["num_frames"]
         baselines = score_baselines(work, num_frames)
         result = collect(work, baselines)
+        pictures = args.pictures or (None if args.quick else PICTURES)
+        if pictures is not None:
+            result["pictures"] = save_pictures(work, pipeline, pictures)
     finally:
         mlflow_down(work / "mlflow")
     result.update({

@@ -75,3 +75,18 @@ def log_evaluation(tracker: Tracker, *, experiment: str, run_key: str, run_name:
     tracker.end_run(run_id)
     log.info("evaluation logged to MLflow run %s%s", run_id, f" and version {version}" if version else "")
     return run_id
+
+
+def download_pictures(tracker: Tracker, experiment: str, results_dir: str, dest: Path) -> list[Path]:
+    """The pictures of the latest evaluation whose results are in `results_dir`, downloaded under `dest`
+    (`pictures/<benchmark>/<task>/<id>.png` as logged); [] when there is no such run."""
+    exp_id = tracker.experiment_id(experiment)
+    runs = tracker.call("search_runs", tracker.client.search_runs, [exp_id],
+                        filter_string=f"tags.`{RESULTS_TAG}` = '{results_dir}'", order_by=["attributes.end_time DESC"],
+                        max_results=1)
+    if not runs:
+        return []
+    dest.mkdir(parents=True, exist_ok=True)
+    local = tracker.call("download_artifacts", tracker.client.download_artifacts, runs[0].info.run_id, "pictures",
+                         str(dest))
+    return sorted(Path(local).rglob("*.png"))
