@@ -3,8 +3,9 @@ module that prints for humans. A user-caused error (`LlavastError`) prints as on
 `llavast --debug ...` shows its traceback.
 
 Sub-apps: `data` (synth, index), `eval` (run, score), `services` (up, down), `registry` (list, show);
-commands: `validate`, `plan`, `run`, `submit`, `status`, `logs`, `stop`, `demo`. Add others with
-`app.add_typer(...)`; their user errors are handled by the root command (`_Root`), nothing to decorate.
+commands: `validate`, `plan`, `run` (any job kind; a sweep's `--write-best`), `submit`, `status`, `logs`,
+`stop`, `demo`. Add others with `app.add_typer(...)`; their user errors are handled by the root command
+(`_Root`), nothing to decorate.
 """
 
 from __future__ import annotations
@@ -227,6 +228,9 @@ def plan(job_file: Annotated[Path, typer.Argument(help="Job YAML.")], set_: SetO
     from llavast.orchestrate.pipeline import pipeline_nodes, run_pipeline
 
     job = _load(job_file, set_)
+    if job.kind == "sweep":
+        _plan_sweep(job)
+        return
     if job.kind != "pipeline":
         from llavast.orchestrate.executors import node_resources
 
@@ -246,6 +250,60 @@ def plan(job_file: Annotated[Path, typer.Argument(help="Job YAML.")], set_: SetO
             peak[key] = max(peak.get(key, 0.0), value)
     console.print(f"largest node needs: {_resources(peak)} (independent nodes may run at once, "
                   f"up to max_parallel={job.config.max_parallel})")
+
+
+def _rows_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
+    table = Table(title=title)
+    for column in rows[0] if rows else []:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+    return table
+
+
+def _plan_sweep(job: Any) -> None:
+    """The valid space (tokens per video, vs the paper's 2,520, activation estimate), what was removed and why,
+    and how many trials run at once on this machine's CPUs."""
+    import os
+
+    from llavast.tune.sweep import plan_sweep
+
+    plan = plan_sweep(job, {"CPU": float(os.cpu_count() or 1)})
+    console.print(_rows_table(plan.rows, title=f"sweep {job.name}: {len(plan.space.valid)} valid point(s)"))
+    removed = plan.space.removed_by_reason()
+    console.print(f"removed {len(plan.space.removed)} point(s)" + (": " + "; ".join(
+        f"{reason}: {n}" for reason, n in removed.items()) if removed else ""), highlight=False)
+    if plan.space.ranges:
+        console.print("ranges: " + ", ".join(f"{k} {kind}[{lo:g}, {hi:g}]" for k, (kind, lo, hi)
+                                             in plan.space.ranges.items()), highlight=False)
+    console.print(f"{plan.trials} trial(s) of {plan.max_steps} steps ({job.search.algorithm} search, "
+                  f"{job.scheduler.kind} scheduler); one trial needs {_resources(plan.per_trial)}; "
+                  f"at once here: {plan.concurrency}", highlight=False)
+
+
+def _run_sweep(job: Any, write_best: Path | None) -> None:
+    """A sweep, with its progress on one status line, then the trials table, best first."""
+    from llavast.tune.best import write_best as write
+    from llavast.tune.sweep import PROGRESS_LOGGER, best_parameters, run_sweep
+
+    with console.status(f"sweep {job.name}: starting") as status:
+        class _Status(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                status.update(f"sweep {job.name}: {record.getMessage()}")
+
+        handler, progress = _Status(logging.INFO), logging.getLogger(PROGRESS_LOGGER)
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
+        try:
+            result = run_sweep(job)
+        finally:
+            progress.removeHandler(handler)
+    console.print(_rows_table(result.trials, title=f"sweep {job.name}: {len(result.trials)} trial(s), best first"))
+    console.print(f"[green]done[/green] sweep {job.name}: best trial {result.best['trial_id']}, "
+                  f"{job.objective_metric} = {result.best['objective']:.4g} ({result.best_uri})", highlight=False)
+    if write_best is not None:
+        loaded = write(job, result.best, best_parameters(result.best), write_best)
+        console.print(f"best parameters written to {write_best} ({loaded.kind} job {loaded.name})", highlight=False)
 
 
 def _start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
@@ -295,12 +353,17 @@ def _run_pipeline_live(job: Any, capacity: dict[str, float] | None, from_node: s
 @app.command("run")
 def run(job_file: Annotated[Path, typer.Argument(help="Job YAML (any kind: stage, eval, pipeline, ...).")],
         set_: SetOpt = None, from_node: FromOpt = None, only: OnlyOpt = None, ray_address: RayAddressOpt = None,
-        num_cpus: Annotated[int | None, typer.Option(help="CPUs of a local Ray (default: all).")] = None) -> None:
-    """Run a job (a stage, a pipeline, synth, index or eval) on the Ray cluster at --ray-address (or $RAY_ADDRESS), or
-    on a local Ray this command starts. Running the same job again skips what is done and resumes the rest."""
+        num_cpus: Annotated[int | None, typer.Option(help="CPUs of a local Ray (default: all).")] = None,
+        write_best: Annotated[Path | None, typer.Option(
+            "--write-best", help="A sweep: write its best trial's parameters to this job YAML.")] = None) -> None:
+    """Run a job (a stage, a pipeline, synth, index, eval or sweep) on the Ray cluster at --ray-address (or
+    $RAY_ADDRESS), or on a local Ray this command starts. Running the same job again skips what is done and resumes
+    the rest."""
     import ray
 
     job = _load(job_file, set_)
+    if write_best is not None and job.kind != "sweep":
+        raise typer.BadParameter(f"--write-best applies to a sweep, not a {job.kind} job")
     if job.kind == "stage":  # its references fail here in one line, before Ray starts
         from llavast.train.preflight import preflight
 
@@ -310,6 +373,9 @@ def run(job_file: Annotated[Path, typer.Argument(help="Job YAML (any kind: stage
     try:
         if job.kind == "pipeline":
             _run_pipeline_live(job, capacity, from_node, only)
+            return
+        if job.kind == "sweep":
+            _run_sweep(job, write_best)
             return
         from llavast.orchestrate.dag import Node
         from llavast.orchestrate.executors import KindExecutor

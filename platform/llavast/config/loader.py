@@ -23,6 +23,7 @@ from llavast.config.graph import Node, check_graph
 from llavast.config.pipeline import NODE_REF, PipelineConfig
 from llavast.config.secrets import check_secrets
 from llavast.config.stage import StageJobConfig
+from llavast.config.sweep import SweepJobConfig
 from llavast.errors import ConfigError
 
 JOB_KINDS: dict[str, type[BaseModel]] = {
@@ -30,6 +31,7 @@ JOB_KINDS: dict[str, type[BaseModel]] = {
     "synth": SynthJobConfig,
     "index": IndexJobConfig,
     "eval": EvalJobConfig,
+    "sweep": SweepJobConfig,
     "pipeline": PipelineConfig,
 }
 
@@ -80,6 +82,7 @@ PATH_FIELDS: dict[str, tuple[str, ...]] = {
     "synth": ("out",),
     "index": ("mixture", "out"),
     "eval": ("model.base", "out", "benchmarks.*.annotations", "benchmarks.*.media_root"),
+    "sweep": ("base.*.job", "validation.annotations", "validation.media_root", "storage.root"),
 }
 COMMON_PATH_FIELDS = ("working_dir", "requirements")
 
@@ -204,4 +207,12 @@ def resolve_pipeline(config: PipelineConfig, path: Path) -> ResolvedPipeline:
             if jobs[target].kind != "stage":
                 raise ConfigError(f"{path}: nodes.{node.name}: {field} names node {target!r}, a "
                                   f"{jobs[target].kind} node; only a stage node has a registered model")
+        if node.tuned_by is not None:
+            where = f"{path}: nodes.{node.name}.tuned_by"
+            if node.tuned_by not in node.depends_on:
+                raise ConfigError(f"{where}: {node.tuned_by!r} must also be in depends_on")
+            if jobs[node.tuned_by].kind != "sweep" or jobs[node.name].kind != "stage":
+                raise ConfigError(f"{where}: a stage node takes its parameters from a sweep node; here "
+                                  f"{node.name} is a {jobs[node.name].kind} node and {node.tuned_by} a "
+                                  f"{jobs[node.tuned_by].kind} node")
     return ResolvedPipeline(config=config, source=str(path), jobs=jobs)

@@ -1,4 +1,4 @@
-"""The pipeline kind: named nodes, each a job (stage, synth, index; later sweep, eval), with dependencies.
+"""The pipeline kind: named nodes, each a job (synth, index, stage, eval, sweep), with dependencies.
 
     kind: pipeline
     name: demo
@@ -9,6 +9,10 @@
 
 A node's job is a YAML path (relative to the pipeline file) or an inline `spec`. `init_from: node:<name>`
 names another node's registered output; the runner substitutes the concrete version when it runs.
+`tuned_by: <sweep node>` runs a stage node with that sweep's best parameters (model overrides, lr, LoRA rank):
+
+      - {name: sweep, job: sweep.yaml}
+      - {name: stage1, job: stage1.yaml, depends_on: [sweep], tuned_by: sweep}
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class PipelineNode(Section):
     spec: dict[str, Any] | None = None
     depends_on: tuple[str, ...] = ()
     set: dict[str, Any] = Field(default_factory=dict)
+    tuned_by: str | None = None  # a sweep node: this stage node runs with its best trial's parameters
 
     @model_validator(mode="after")
     def _job_or_spec(self) -> PipelineNode:

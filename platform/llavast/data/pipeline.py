@@ -160,7 +160,9 @@ def build_dataset(rows: pa.Table, cfg: DecodeSection, options: StorageOptions, c
     check_against_model(cfg, config)
     size = cfg.decode_batch_size
     blocks = [rows.slice(i, size) for i in range(0, rows.num_rows, size)]
-    return ray.data.from_arrow(blocks).map_batches(
+    # from_blocks reads each block's metadata here; from_arrow would run a 1-CPU task per block for it, which
+    # never schedules on a cluster whose CPUs are all held (sweep trials side by side, fractional workers)
+    return ray.data.from_blocks(blocks).map_batches(
         PrepareSamples, batch_size=size, batch_format="pyarrow", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=cfg.decode_concurrency), num_cpus=cfg.decode_num_cpus,
         udf_modifying_row_count=False,

@@ -143,27 +143,23 @@ def load_config_for_eval(source: ModelSource, cache: Path) -> tuple[Any, Any]:
     return config, contract.load_tokenizer(str(base), config)
 
 
-class GenerateAnswers:
-    """Ray Data actor: decoded sample rows -> answers. Holds one model (on its GPU, or the CPU)."""
+class AnswerGenerator:
+    """Greedy answers of a model that is ready (eval mode): the inference actors' and a sweep trial's
+    validation (`tune/validation.py`, on the model being trained)."""
 
-    def __init__(self, source: ModelSource, max_new_tokens: int, use_gpu: bool,
-                 secrets: SecretEnv | None = None) -> None:
-        if secrets is not None:
-            secrets.apply()
-        self.device = torch.device("cuda") if use_gpu else torch.device("cpu")
-        self.model, self.tokenizer = load_model_for_eval(
-            source, Path(tempfile.mkdtemp(prefix="llavast-eval-")), self.device)
-        config = self.model.config
-        self.collate = LlavaSTCollate(self.tokenizer.pad_token_id, config.image_size)
-        self.header = self.tokenizer.encode(ASSISTANT_HEADER, add_special_tokens=False)
-        self.eos = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, max_new_tokens: int, device: torch.device) -> None:
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.collate = LlavaSTCollate(tokenizer.pad_token_id, model.config.image_size)
+        self.header = tokenizer.encode(ASSISTANT_HEADER, add_special_tokens=False)
+        self.eos = tokenizer.convert_tokens_to_ids(END_OF_TURN)
         self.max_new_tokens = max_new_tokens
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def answer(self, batch: pa.Table) -> pa.Table:
+        """Decoded sample rows -> answer rows (ANSWER_SCHEMA); a sample that was not decoded gets no answer."""
         answered = batch.filter(pc.equal(batch["status"], OK))
         outputs: dict[str, tuple[str, int]] = {}
         if answered.num_rows:
-            outputs = dict(zip(answered.column("uid").to_pylist(), self._generate(answered), strict=True))
+            outputs = dict(zip(answered.column("uid").to_pylist(), self.generate(answered), strict=True))
         rows = []
         for row in batch.select(["uid", "status", "detail"]).to_pylist():
             output, new_tokens = outputs.get(row["uid"], ("", 0))
@@ -171,7 +167,8 @@ class GenerateAnswers:
         return pa.Table.from_pylist(rows, schema=ANSWER_SCHEMA)
 
     @torch.no_grad()
-    def _generate(self, batch: pa.Table) -> list[tuple[str, int]]:
+    def generate(self, batch: pa.Table) -> list[tuple[str, int]]:
+        """(answer text with special tokens, new tokens) per decoded sample, in order."""
         inputs = self.collate(batch).inputs
         lengths = inputs["attention_mask"].sum(1).tolist()
         prompts = [inputs["input_ids"][i, :n].tolist() + self.header for i, n in enumerate(lengths)]
@@ -194,6 +191,21 @@ class GenerateAnswers:
                 row = row[:row.index(self.eos) + 1]
             answers.append((self.tokenizer.decode(row, skip_special_tokens=False), len(row)))
         return answers
+
+
+class GenerateAnswers:
+    """Ray Data actor: decoded sample rows -> answers. Holds one model (on its GPU, or the CPU)."""
+
+    def __init__(self, source: ModelSource, max_new_tokens: int, use_gpu: bool,
+                 secrets: SecretEnv | None = None) -> None:
+        if secrets is not None:
+            secrets.apply()
+        device = torch.device("cuda") if use_gpu else torch.device("cpu")
+        model, tokenizer = load_model_for_eval(source, Path(tempfile.mkdtemp(prefix="llavast-eval-")), device)
+        self.generator = AnswerGenerator(model, tokenizer, max_new_tokens, device)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.generator.answer(batch)
 
 
 # ---- the driver -----------------------------------------------------------------------------------------
@@ -270,9 +282,7 @@ def run_eval(job: EvalJobConfig, source: ModelSource, secrets: SecretEnv | None 
     for benchmark, file, prompts in read:
         prefix = f"{benchmark.label}/{benchmark.task}/"
         mine = {p.id: answers[prefix + p.id] for p in prompts}
-        outputs = {i: a["output"] for i, a in mine.items() if a["status"] == OK}
-        failed = {i: a["status"] for i, a in mine.items() if a["status"] != OK}
-        scored = score(benchmark.task, [p.sample for p in prompts], outputs, bins, config.num_frames, failed)
+        scored = score_answers(benchmark, prompts, mine, bins, config.num_frames)
         for row, prompt in zip(scored.rows, prompts, strict=True):
             row["prompt"] = prompt.text
             row["new_tokens"] = mine[prompt.id]["new_tokens"]
@@ -281,6 +291,14 @@ def run_eval(job: EvalJobConfig, source: ModelSource, secrets: SecretEnv | None 
     run = EvalRun(source, tasks, job.out, time.perf_counter() - started, bins, config.num_frames, config.image_size)
     write_results(run, job)
     return run
+
+
+def score_answers(benchmark: BenchmarkSection, prompts: list[Prompt], answers: dict[str, dict[str, Any]],
+                  bins: CoordinateBins, num_frames: int) -> Scored:
+    """Score one benchmark's answer rows (prompt id -> ANSWER_SCHEMA row); an undecoded sample is a miss."""
+    outputs = {i: a["output"] for i, a in answers.items() if a["status"] == OK}
+    failed = {i: a["status"] for i, a in answers.items() if a["status"] != OK}
+    return score(benchmark.task, [p.sample for p in prompts], outputs, bins, num_frames, failed)
 
 
 def write_results(run: EvalRun, job: EvalJobConfig) -> None:

@@ -5,6 +5,8 @@
   a lease in that folder (`llavast/lease.py`), so two runners never write it at once.
 - `eval` scores a model on benchmarks (its `model.version` may name a stage node: `node:<name>`); its output is
   its results folder, marked like synth's and index's.
+- `sweep` runs Ray Tune trials (`tune/`); its output is its best trial's parameters (best.json in its storage),
+  which a stage node with `tuned_by: <sweep node>` runs with.
 - `stage` trains on Ray and registers a model version; the version is tagged with the node fingerprint as
   it is created, so the registry itself answers "is this stage already done?". The stage takes its own
   lease (`train/run.py`).
@@ -28,6 +30,7 @@ from llavast.config.eval import EvalJobConfig
 from llavast.config.loader import fingerprint
 from llavast.config.pipeline import NODE_REF
 from llavast.config.stage import StageJobConfig
+from llavast.config.sweep import SweepJobConfig
 from llavast.errors import ConfigError, StorageError
 from llavast.lease import Lease
 from llavast.orchestrate.dag import Node, NodeResult, Status
@@ -54,6 +57,10 @@ def node_resources(job: BaseModel) -> dict[str, float]:
         if c.accelerator_type:
             needs[f"accelerator_type:{c.accelerator_type}"] = 0.001 * c.num_workers
         return needs
+    if isinstance(job, SweepJobConfig):  # one trial: the most a sweep needs at once is for Tune to decide
+        from llavast.tune.sweep import load_base, trial_needs
+
+        return trial_needs(job, load_base(job))
     if isinstance(job, EvalJobConfig):
         c, d = job.compute, job.decode
         needs = {"CPU": c.num_actors * c.cpus_per_actor + d.decode_concurrency * d.decode_num_cpus}
@@ -138,11 +145,46 @@ class EvalExecutor(_StorageMarked):
         return run_eval_job(job, parent_run_id=self.parent_run_id).details()
 
 
-class StageExecutor:
-    """Runs a training stage under the pipeline's parent run and tags its version with the node fingerprint."""
+class SweepExecutor:
+    """Runs a sweep under the pipeline's parent run; its output is its best trial's parameters (best.json), which
+    a stage node with `tuned_by` takes. A sweep whose best.json exists is done; an interrupted one resumes."""
 
     def __init__(self, parent_run_id: str | None = None) -> None:
         self.parent_run_id = parent_run_id
+
+    def fingerprint(self, node: Node, upstream: Mapping[str, NodeResult]) -> str:
+        return node_fingerprint(node.spec, upstream)
+
+    def find_output(self, node: Node, fingerprint: str) -> str | None:
+        from llavast.tune.sweep import best_uri
+
+        job: SweepJobConfig = node.spec
+        uri = best_uri(job)
+        try:
+            return uri if storage.exists(uri, job.storage.options) else None
+        except StorageError:
+            return None
+
+    def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult:
+        from llavast.tune.sweep import best_parameters, run_sweep
+
+        job: SweepJobConfig = node.spec
+        if self.parent_run_id:
+            job = job.model_copy(update={"tracking": job.tracking.model_copy(
+                update={"parent_run_id": self.parent_run_id})})
+        result = run_sweep(job)
+        details = {"trials": len(result.trials), "objective": result.best["objective"],
+                   **best_parameters(result.best)}
+        return NodeResult(node.name, Status.SUCCEEDED, fingerprint, output=result.best_uri, details=details)
+
+
+class StageExecutor:
+    """Runs a training stage under the pipeline's parent run and tags its version with the node fingerprint.
+    A node `tuned_by` a sweep node runs with that sweep's best parameters."""
+
+    def __init__(self, parent_run_id: str | None = None, tuned_by: Mapping[str, str] | None = None) -> None:
+        self.parent_run_id = parent_run_id
+        self.tuned_by = dict(tuned_by or {})
 
     def fingerprint(self, node: Node, upstream: Mapping[str, NodeResult]) -> str:
         return node_fingerprint(node.spec, upstream)
@@ -171,7 +213,13 @@ class StageExecutor:
             model = model.model_copy(update={"init_from": output})
         if self.parent_run_id:
             tracking = tracking.model_copy(update={"parent_run_id": self.parent_run_id})
-        return job.model_copy(update={"model": model, "tracking": tracking})
+        job = job.model_copy(update={"model": model, "tracking": tracking})
+        sweep = self.tuned_by.get(node.name)
+        if sweep is not None:
+            from llavast.tune.sweep import tuned_job
+
+            job = tuned_job(job, upstream[sweep].output, f"nodes.{node.name}.tuned_by")
+        return job
 
     def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult:
         from llavast.tracking.catalog import NODE_FINGERPRINT_TAG
@@ -188,9 +236,10 @@ class StageExecutor:
 class KindExecutor:
     """Dispatches each node to the executor of its job's kind."""
 
-    def __init__(self, parent_run_id: str | None = None) -> None:
-        self.by_kind = {"synth": SynthExecutor(), "index": IndexExecutor(), "stage": StageExecutor(parent_run_id),
-                        "eval": EvalExecutor(parent_run_id)}
+    def __init__(self, parent_run_id: str | None = None, tuned_by: Mapping[str, str] | None = None) -> None:
+        self.by_kind = {"synth": SynthExecutor(), "index": IndexExecutor(),
+                        "stage": StageExecutor(parent_run_id, tuned_by), "eval": EvalExecutor(parent_run_id),
+                        "sweep": SweepExecutor(parent_run_id)}
 
     def _for(self, node: Node) -> Any:
         kind = getattr(node.spec, "kind", None)

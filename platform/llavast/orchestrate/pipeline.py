@@ -46,7 +46,8 @@ def run_pipeline(
         key = pipeline_key(pipeline)
         parent_run_id = tracker.ensure_run(tracking.experiment, run_key=key, run_name=pipeline.name,
                                            tags={"llavast.kind": "pipeline", "llavast.source": pipeline.source})
-    results = run_dag(nodes, KindExecutor(parent_run_id), from_node=from_node, only=only,
+    tuned_by = {n.name: n.tuned_by for n in pipeline.config.nodes if n.tuned_by}
+    results = run_dag(nodes, KindExecutor(parent_run_id, tuned_by), from_node=from_node, only=only,
                       max_parallel=pipeline.config.max_parallel, dry_run=dry_run, on_update=on_update)
     if tracker is not None and parent_run_id is not None:
         failed = any(r.status in (Status.FAILED, Status.BLOCKED) for r in results.values())

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from llavast.config.secrets import referenced_names, resolve_env
 from llavast.errors import ConfigError, LlavastError
 
-EXCLUDES = [".git", ".venv", ".demo", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",
+EXCLUDES = [".git", ".venv", ".demo", ".learn", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",
             "benchmarks/results"]
 
 

@@ -11,7 +11,8 @@ working dir), builds it with `args`, and calls it on every rank:
     on_train_start(ctx, step)   after the model is built and any checkpoint restored (`step` is where the
                                 stage starts: 0, or the resumed checkpoint's step)
     on_step_end(ctx, step, uids)  after each optimizer step (and its checkpoint, when one is due), with the
-                                ids of the samples this rank trained on in that step
+                                ids of the samples this rank trained on in that step (`ctx.metrics` holds
+                                that step's loss and other metrics)
     on_train_end(ctx, step)     after the stage artifact is exported
 A callback observes: it gets the model, and must not change it. Callbacks that gather parameters under
 ZeRO-3 (`stage_model.snapshot`) run a collective, so they must do it on every rank. The driver imports each
@@ -21,7 +22,7 @@ callback before Ray starts (preflight), so a wrong path is a one-line error in s
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llavast.errors import ConfigError
@@ -41,6 +42,8 @@ class WorkerContext:
     world_size: int
     stage: StageModel  # the model, its tokenizer, its parameter groups and the stage policy
     zero3: bool  # parameters are partitioned: gather them (on every rank) to read them
+    total_steps: int  # the step the stage ends at
+    metrics: dict[str, float] = field(default_factory=dict)  # the last step's metrics (loss, lr, ...), all ranks
 
 
 class Callback:

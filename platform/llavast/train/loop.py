@@ -145,7 +145,7 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
         step, dropped, consumed = progress.step, progress.dropped_samples, progress.samples_consumed
         log.info("rank %d resumed at step %d", rank, step)
     ctx = callbacks.WorkerContext(job=job, run_name=args.run_name, rank=rank, world_size=world, stage=stage,
-                                  zero3=zero3)
+                                  zero3=zero3, total_steps=args.total_steps)
     user_callbacks = callbacks.build(job.train.callbacks)
     for callback in user_callbacks:
         callback.on_train_start(ctx, step)
@@ -178,6 +178,8 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
             progress = Progress(step=step, samples_consumed=consumed, dropped_samples=dropped,
                                 world_size=world, fingerprint=args.fingerprint)
             _report_checkpoint(engine, job, metrics, progress, rank)
+        ctx.metrics.clear()
+        ctx.metrics.update(metrics)
         for callback in user_callbacks:
             callback.on_step_end(ctx, step, uids)
 

@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -99,11 +99,14 @@ def hand_out_plans(job: StageJobConfig, stage_plan: StagePlan) -> tuple[tuple[An
 
 
 def run_stage(job: StageJobConfig, checked: Checked | None = None,
-              version_tags: Mapping[str, str] | None = None) -> StageResult:
+              version_tags: Mapping[str, str] | None = None, *, register: bool = True,
+              train_callbacks: Sequence[Any] = ()) -> StageResult:
     """Train one stage on the current Ray cluster and register its artifact; raise TrainError on failure.
 
     `checked` is the preflight's result when the caller ran it already (the CLI, before starting Ray);
     `version_tags` go on the model version with its lineage when it is created (the pipeline's node fingerprint).
+    `register=False` (a sweep's trials) leaves the artifact unregistered: the result's version is "".
+    `train_callbacks` are Ray Train callbacks of the TorchTrainer (a sweep trial's report to Tune).
     Once the stage's MLflow run exists, any failure ends it FAILED with the reason as the `llavast.error` tag.
     """
     env_vars, secrets = split_env(job.env_vars, f"job {job.name}", os.environ)  # once, here: an unset one fails now
@@ -122,7 +125,7 @@ def run_stage(job: StageJobConfig, checked: Checked | None = None,
                                     parent_run_id=job.tracking.parent_run_id, tags=lineage)
         try:
             return _train_and_register(job, env_vars, secrets, tracker, parent, fp, run_name, run_id,
-                                       {**lineage, **(version_tags or {})})
+                                       {**lineage, **(version_tags or {})}, register, train_callbacks)
         except RegistrationPending:
             raise  # trained, not failed: the run stays open for the re-run that registers it
         except Exception as err:
@@ -147,7 +150,8 @@ def _resume_advice(job: StageJobConfig, run_name: str) -> str:
 
 def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: SecretEnv,
                         tracker: Tracker, parent: ResolvedInit | None, fp: str, run_name: str, run_id: str,
-                        lineage: dict[str, str]) -> StageResult:
+                        lineage: dict[str, str], register: bool = True,
+                        train_callbacks: Sequence[Any] = ()) -> StageResult:
     root, options = job.storage.root, job.storage.options
     unsent = storage.join(root, UNSENT_DIR, run_name)
     replay_unsent(tracker, run_id, unsent, options)  # points an earlier attempt kept through an outage
@@ -179,15 +183,17 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
                         blocks=stage_plan.blocks, rank_plans=rank_plans, lineage=lineage)
         log.info("stage %d: %d steps on %d workers, run %s", job.train.stage, total, job.compute.num_workers,
                  run_name)
-        metrics = dict(build_trainer(args, env_vars, secrets).fit().metrics or {})
+        metrics = dict(build_trainer(args, env_vars, secrets, train_callbacks).fit().metrics or {})
         storage.write_text(record_uri, json.dumps({"artifact": artifact_uri, "steps": total, "metrics": metrics}),
                            options)
     try:
         replay_unsent(tracker, run_id, unsent, options)  # what rank 0 kept if MLflow was down at the end
-        version = register_stage_artifact(tracker, job.tracking.registered_model, artifact_uri, alias=job.alias,
-                                          run_id=run_id, tags=lineage)
-        tracker.set_tags(run_id, {"llavast.model_version": f"{job.tracking.registered_model}/{version}",
-                                  "llavast.artifact": artifact_uri})
+        version = ""
+        if register:
+            version = register_stage_artifact(tracker, job.tracking.registered_model, artifact_uri,
+                                              alias=job.alias, run_id=run_id, tags=lineage)
+            tracker.set_tags(run_id, {"llavast.model_version": f"{job.tracking.registered_model}/{version}"})
+        tracker.set_tags(run_id, {"llavast.artifact": artifact_uri})
         tracker.end_run(run_id)
     except TrackingError as err:
         raise RegistrationPending(f"stage {job.train.stage} ({run_name}) trained; registration pending: "

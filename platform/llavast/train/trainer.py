@@ -7,11 +7,12 @@ an edited job (another fingerprint) starts a fresh run instead of loading an inc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2.api.callback import UserCallback
 
 from llavast import storage
 from llavast.config.secrets import SecretEnv
@@ -40,10 +41,11 @@ def worker_env(job: StageJobConfig, env_vars: Mapping[str, str]) -> dict[str, st
     return {**env_vars, **({} if job.compute.use_gpu else {"DS_ACCELERATOR": "cpu"})}
 
 
-def run_config(job: StageJobConfig, run_name: str, env_vars: Mapping[str, str]) -> RunConfig:
+def run_config(job: StageJobConfig, run_name: str, env_vars: Mapping[str, str],
+               callbacks: Sequence[UserCallback] = ()) -> RunConfig:
     fs, path = storage.arrow_filesystem(storage.join(job.storage.root, RUNS_DIR), job.storage.options)
     return RunConfig(
-        name=run_name, storage_path=path, storage_filesystem=fs,
+        name=run_name, storage_path=path, storage_filesystem=fs, callbacks=list(callbacks),
         failure_config=FailureConfig(max_failures=job.compute.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=job.train.keep_checkpoints),
         worker_runtime_env={"env_vars": worker_env(job, env_vars)},
@@ -58,12 +60,14 @@ def latest_checkpoint_step(job: StageJobConfig, run_name: str) -> int | None:
     return max(steps, default=None)
 
 
-def build_trainer(args: LoopArgs, env_vars: Mapping[str, str], secrets: SecretEnv) -> TorchTrainer:
+def build_trainer(args: LoopArgs, env_vars: Mapping[str, str], secrets: SecretEnv,
+                  callbacks: Sequence[UserCallback] = ()) -> TorchTrainer:
     """A TorchTrainer running `train_loop_per_worker(args)`: NCCL on GPU, gloo on CPU. `env_vars` (the job's
-    literal ones) go in the workers' runtime env; `secrets` travel as an argument each worker applies."""
+    literal ones) go in the workers' runtime env; `secrets` travel as an argument each worker applies.
+    `callbacks` are Ray Train callbacks of the run (a sweep trial's report to Tune)."""
     job = args.job
     loop_config: dict[str, Any] = {"args": args, "secrets": secrets}
     return TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if job.compute.use_gpu else "gloo"),
-        scaling_config=scaling_config(job.compute), run_config=run_config(job, args.run_name, env_vars))
+        scaling_config=scaling_config(job.compute), run_config=run_config(job, args.run_name, env_vars, callbacks))
