@@ -128,7 +128,7 @@ def test_four_trial_sweep_with_asha(world, tmp_path):
 
     # the space: 6 points, the 2 with k1 = 6 removed (27 % 6), 4 trials with distinct parameters
     assert result["removed"] == {"W1 % k1 == 0 (W1=27)": 2}
-    assert result["concurrency"] == 4  # 4 CPUs / (2 workers x (0.25 + 0.1 decode) + 0.25 driver), at most 4 trials
+    assert result["concurrency"] == 3  # 4 CPUs / (2 workers x (0.25 + 0.1 decode) + 0.1 validation + 0.25 driver)
     assert len(trials) == 4
     assert {(t["m_t"], t["k1"]) for t in trials} == {(20, 3), (20, 9), (50, 3), (50, 9)}
     assert all(t["objective"] is not None and t["error"] is None for t in trials)

@@ -93,8 +93,9 @@ def test_concurrency_is_set_by_the_scarcest_resource(tmp_path):
     _write_stages(tmp_path)
     sweep = load_job(_sweep(tmp_path, "[{job: jobs/stage1.yaml}, {job: jobs/stage2.yaml}]"))
     needs = trial_needs(sweep, load_base(sweep))
-    assert needs == {"CPU": 2 * (1.5 + 0.5) + 0.25}  # the largest stage's workers and decoders, plus the driver
-    assert concurrency(needs, {"CPU": 17.0}, trials=8, name="sw") == 4
+    # the largest stage's workers and decoders, the validation's decoder, the driver
+    assert needs == {"CPU": 2 * (1.5 + 0.5) + 0.5 + 0.25}
+    assert concurrency(needs, {"CPU": 17.0}, trials=8, name="sw") == 3
     assert concurrency(needs, {"CPU": 100.0}, trials=3, name="sw") == 3
     gpu = {"CPU": 4.0, "GPU": 8.0}
     assert concurrency(gpu, {"CPU": 96.0, "GPU": 48.0}, trials=24, name="sw") == 6

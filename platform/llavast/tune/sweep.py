@@ -124,12 +124,14 @@ def read_shapes(stages: tuple[StageJobConfig, ...]) -> Shapes:
 
 
 def trial_needs(job: SweepJobConfig, stages: tuple[StageJobConfig, ...]) -> dict[str, float]:
-    """What one trial holds at once: its largest stage's workers and decoders, plus its driver."""
+    """What one trial holds at once: its largest stage's workers and decoders, the validation's decoders (rank 0
+    of the last stage decodes the subset beside its training stream), plus its driver."""
     needs: dict[str, float] = {}
     for stage in stages:
         for key, value in node_resources(stage).items():
             needs[key] = max(needs.get(key, 0.0), value)
-    needs["CPU"] = needs.get("CPU", 0.0) + job.compute.driver_cpus
+    last = stages[-1].data
+    needs["CPU"] = needs.get("CPU", 0.0) + last.decode_concurrency * last.decode_num_cpus + job.compute.driver_cpus
     return needs
 
 
