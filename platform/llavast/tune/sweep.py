@@ -33,6 +33,7 @@ from llavast.config.secrets import check_secrets
 from llavast.config.stage import StageJobConfig
 from llavast.config.sweep import SweepJobConfig
 from llavast.errors import ConfigError
+from llavast.evaluate.runner import WEIGHT_SUFFIXES
 from llavast.orchestrate.executors import node_resources
 from llavast.train.files import download_dir
 from llavast.train.run import plan_stage
@@ -43,7 +44,6 @@ from llavast.tune.validation import OBJECTIVE_KEY, PLACEMENT_GROUP_KEY
 log = logging.getLogger(__name__)
 SWEEPS_DIR = "sweeps"
 BEST_FILE = "llavast_best.json"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 @dataclass(frozen=True)
@@ -202,8 +202,8 @@ def experiment_path(plan: SweepPlan) -> tuple[Any, str]:
     return storage.arrow_filesystem(storage.join(plan.job.storage.root, SWEEPS_DIR), plan.job.storage.options)
 
 
-def build_tuner(plan: SweepPlan, spec: TrialSpec) -> tuple[tune.Tuner, bool]:
-    """A new Tuner, or the restored one when the sweep's storage holds this sweep's Tune state (True)."""
+def build_tuner(plan: SweepPlan, spec: TrialSpec) -> tune.Tuner:
+    """A new Tuner, or the restored one when the sweep's storage holds this sweep's Tune state."""
     job = plan.job
     fs, root = experiment_path(plan)
     trainable = tune.with_resources(partial(run_trial, spec=spec), {"CPU": job.compute.driver_cpus})
@@ -211,14 +211,14 @@ def build_tuner(plan: SweepPlan, spec: TrialSpec) -> tuple[tune.Tuner, bool]:
     if tune.Tuner.can_restore(path, storage_filesystem=fs):
         log.info("resuming sweep %s from %s", plan.key, path)
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
-                                  storage_filesystem=fs), True
+                                  storage_filesystem=fs)
     tune_config = tune.TuneConfig(metric=OBJECTIVE_KEY, mode=job.objective.mode, search_alg=searcher(plan),
                                   scheduler=scheduler(plan), num_samples=1 if job.search.algorithm == "grid"
                                   else plan.trials, max_concurrent_trials=plan.concurrency)
     run_config = tune.RunConfig(name=plan.key, storage_path=root, storage_filesystem=fs, verbose=0,
                                 callbacks=[TrialProgress(plan.trials, job.objective.mode), ReleasePlacementGroups()],
                                 failure_config=tune.FailureConfig(max_failures=job.compute.max_failures))
-    return tune.Tuner(trainable, param_space=param_space(plan), tune_config=tune_config, run_config=run_config), False
+    return tune.Tuner(trainable, param_space=param_space(plan), tune_config=tune_config, run_config=run_config)
 
 
 PROGRESS_LOGGER = "llavast.tune.progress"
@@ -313,8 +313,6 @@ def run_sweep(job: SweepJobConfig) -> SweepResult:
              plan.concurrency)
     tracker = Tracker(job.tracking.uri, timeout_s=job.tracking.timeout_s)
     parent = start_sweep(tracker, job, plan.key, plan.rows, plan.space.removed_by_reason())
-    from llavast.tune.validation import Validation  # noqa: F401 - importable here means importable on workers
-
     validation = {"task": job.validation.task, "annotations": job.validation.annotations,
                   "media_root": job.validation.media_root, "limit": job.validation.limit,
                   "every": job.validation.every, "max_new_tokens": job.validation.max_new_tokens,
@@ -322,7 +320,7 @@ def run_sweep(job: SweepJobConfig) -> SweepResult:
                   "storage": {"endpoint_url": job.storage.endpoint_url, "region": job.storage.region}}
     spec = TrialSpec(job.name, plan.key, job.tracking.uri, job.tracking.experiment, job.tracking.timeout_s, parent,
                      plan.stages, {p.key: p.values for p in plan.space.valid}, validation)
-    tuner, _ = build_tuner(plan, spec)
+    tuner = build_tuner(plan, spec)
     grid = tuner.fit()
     rows = trial_rows(plan, grid, spec)
     scored = [r for r in rows if r[OBJECTIVE_KEY] is not None]
