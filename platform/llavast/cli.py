@@ -98,7 +98,9 @@ def data_synth(
     images: Annotated[int, typer.Option(help="Training images (each yields 4 samples).")] = 20,
     benchmark_videos: Annotated[int, typer.Option(help="Held-out videos for the STVG/ELC/SVG/TVG benchmark.")] = 6,
     benchmark_images: Annotated[int, typer.Option(help="Held-out images for the REC benchmark (0: none).")] = 6,
-    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+    num_frames: Annotated[int, typer.Option(min=1, help="Frames per video of the model the data is for (the tiny "
+                                                        "model's 4): tubes have boxes on the frames it samples.")] = 4,
+    seed: Annotated[int, typer.Option(help="Same seed (and num_frames), same bytes.")] = 0,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
 ) -> None:
@@ -108,7 +110,7 @@ def data_synth(
     with console.status("synthesising videos and annotations"):
         result = synthesize(out, storage_options(endpoint_url, region),
                             SynthSpec(videos=videos, images=images, benchmark_videos=benchmark_videos,
-                                      benchmark_images=benchmark_images, seed=seed))
+                                      benchmark_images=benchmark_images, num_frames=num_frames, seed=seed))
     console.print(f"{result.total} samples under {result.root}", soft_wrap=True)
     console.print(_counts_table(result.samples, "source"))
     for stage, uri in result.mixtures.items():

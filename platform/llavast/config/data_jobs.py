@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 
 from llavast.config.base import Section
 from llavast.config.common import JobCommon
@@ -16,7 +16,11 @@ from llavast.storage import StorageOptions
 
 
 class SynthSection(Section):
-    """Size of the synthetic dataset (see `llavast.data.synth.SynthSpec`)."""
+    """Size of the synthetic dataset (see `llavast.data.synth.SynthSpec`).
+
+    `num_frames` is the N frames per video of the model the data is for (4: the tiny model's): the STVG, ELC
+    and SVG training tubes have boxes on exactly the frames that model samples, the frames the benchmark scores.
+    """
 
     videos: PositiveInt = 40
     images: NonNegativeInt = 20
@@ -28,6 +32,15 @@ class SynthSection(Section):
     max_frames: PositiveInt = 48
     fps: PositiveInt = 8
     seed: int = 0
+    num_frames: int = 4
+
+    @field_validator("num_frames")
+    @classmethod
+    def _at_least_one_frame(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be >= 1 (the frames per video of the model the data is for; the tiny model "
+                             f"samples 4), got {value}")
+        return value
 
 
 class SynthJobConfig(JobCommon):

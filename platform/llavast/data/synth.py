@@ -19,6 +19,16 @@ evaluated with (it cannot carry an answer over to an unseen phrasing). Same seed
 benchmark choices come from their own generators (seeded `[seed, 1]` and `[seed, 2]`), the training questions'
 forms from a third (`[seed, 3]`): the other files' bytes do not depend on them, nor tvg.json on
 `benchmark_images`.
+
+Tubes on the model's frames: the data is made for a model that samples N frames per video (`SynthSpec.num_frames`,
+4 by default: the tiny model's). An STVG/ELC/SVG training tube has a box on exactly the frames the data path
+samples (`media.frame_indices(frames, N, window)`, over the record's split window when it has one) on which the
+object is visible, each at that frame's time in the window (`_Video.time`, as every other time in the files).
+Those are the frames the benchmark scores a tube on (`evaluate.metrics.truth_frames`), so a model that answers as
+it was trained can score m_vIoU 100. Every video is drawn so that both its objects are visible on at least one
+sampled frame (its objects and window are redrawn from `rng` until they are): no record asks about an object the
+model cannot see, and every benchmark tube has frames to score. Same seed and N, same bytes; another N draws
+other videos (and so other files).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import numpy as np
 import yaml
 
 from llavast import storage
+from llavast.data.media import frame_indices
 from llavast.data.records import Task
 from llavast.data.synth_media import (
     COLOURS,
@@ -43,6 +54,7 @@ from llavast.data.synth_media import (
     random_object,
     render_frame,
 )
+from llavast.errors import ConfigError
 from llavast.evaluate.prompts import INSTRUCTIONS, REC_PROMPTS, TVG_PROMPT, tvg_caption
 from llavast.storage import StorageOptions
 
@@ -66,7 +78,11 @@ STAGES: dict[int, dict[str, str]] = {  # source -> sampling strategy
 
 @dataclass(frozen=True)
 class SynthSpec:
-    """Size of the synthetic dataset; the defaults give ~500 samples in a few seconds."""
+    """Size of the synthetic dataset; the defaults give ~500 samples in a few seconds.
+
+    `num_frames`: the N frames per video of the model the data is for (the tiny model's 4 by default); the
+    STVG/ELC/SVG tubes have boxes on the frames it samples (module docstring).
+    """
 
     videos: int = 40
     images: int = 20
@@ -78,6 +94,12 @@ class SynthSpec:
     max_frames: int = 48
     fps: int = 8
     seed: int = 0
+    num_frames: int = 4
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1:
+            raise ConfigError(f"synth num_frames must be >= 1 (the frames per video of the model the data is for; "
+                              f"the tiny model samples 4), got {self.num_frames}")
 
 
 @dataclass
@@ -124,6 +146,7 @@ class _Video:
     height: int
     objects: list[MovingObject]
     window: tuple[int, int]
+    num_frames: int  # N of the model the records are for
 
     def time(self, frame: float) -> float:
         s, e = self.window
@@ -133,8 +156,14 @@ class _Video:
         x1, y1, x2, y2 = obj.box(frame, self.width, self.height)
         return x1 / self.width, y1 / self.height, x2 / self.width, y2 / self.height
 
-    def keyframes(self, obj: MovingObject, k: int = 4) -> list[int]:
-        return sorted({int(round(f)) for f in np.linspace(obj.first, obj.last, min(k, obj.last - obj.first + 1))})
+    def sampled(self) -> list[int]:
+        """The frames the data path decodes for this video's records (`frame_indices` over the window), once each."""
+        return sorted(set(frame_indices(self.frames, self.num_frames, self.window)))
+
+    def tube_frames(self, obj: MovingObject) -> list[int]:
+        """Where a tube of `obj` has boxes: the sampled frames on which it is visible (never empty, see
+        `_make_video`)."""
+        return [f for f in self.sampled() if obj.visible(f)]
 
 
 @dataclass
@@ -181,7 +210,7 @@ def _video_records(b: _Builder, v: _Video, rng: np.random.Generator, prompts: np
 
     def tube(obj: MovingObject, coords: _Coords) -> str:
         return ", ".join(f"{coords.t(v.time(f), 'OUTPUT')}:{coords.box(v.norm_box(obj, f), 'OUTPUT')}"
-                         for f in v.keyframes(obj))
+                         for f in v.tube_frames(obj))
 
     target = v.objects[int(rng.integers(0, 2))]
     c = _Coords()
@@ -236,21 +265,34 @@ def _pair(rng: np.random.Generator, frames: int, spec: SynthSpec, still: bool = 
     return objects
 
 
+_MAX_DRAWS = 10_000
+
+
 def _make_video(rng: np.random.Generator, spec: SynthSpec, path: str, out: str,
                 options: StorageOptions) -> tuple[_Video, int]:
+    """A video whose two objects are each visible on at least one of the N frames the data path samples of its
+    window: objects and window are redrawn (from `rng`, so deterministically) until they are. A record about an
+    object on none of the model's frames could not be learned, and a benchmark tube there has nothing to score."""
     frames = int(rng.integers(spec.min_frames, spec.max_frames + 1))
-    objects = _pair(rng, frames, spec)
+    for _ in range(_MAX_DRAWS):
+        objects = _pair(rng, frames, spec)
+        window = (0, frames - 1)
+        if rng.random() < 0.4:  # a split window around both objects' spans, shorter than the clip
+            lo = min(o.first for o in objects)
+            hi = max(o.last for o in objects)
+            window = (int(rng.integers(0, lo + 1)), int(rng.integers(hi, frames)))
+            if window[1] <= window[0]:
+                window = (0, frames - 1)
+        video = _Video(path, frames, spec.width, spec.height, objects, window, spec.num_frames)
+        if all(video.tube_frames(o) for o in objects):
+            break
+    else:  # not seen: even N = 2 on 48 frames succeeds about one draw in ten
+        raise RuntimeError(f"no video of {frames} frames with both objects on its {spec.num_frames} sampled frames "
+                           f"in {_MAX_DRAWS} draws")
     pixels = np.stack([render_frame(objects, f, spec.width, spec.height) for f in range(frames)])
     data = encode_mp4(pixels, spec.fps)
     storage.write_bytes(storage.join(out, path), data, options)
-    window = (0, frames - 1)
-    if rng.random() < 0.4:  # a split window around both objects' spans, shorter than the clip
-        lo = min(o.first for o in objects)
-        hi = max(o.last for o in objects)
-        window = (int(rng.integers(0, lo + 1)), int(rng.integers(hi, frames)))
-        if window[1] <= window[0]:
-            window = (0, frames - 1)
-    return _Video(path, frames, spec.width, spec.height, objects, window), len(data)
+    return video, len(data)
 
 
 def _benchmark_records(v: _Video, rng: np.random.Generator) -> dict[str, dict[str, Any]]:
