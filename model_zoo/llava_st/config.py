@@ -19,7 +19,7 @@ class LlavaSTConfigError(ValueError):
     """A LLaVA-ST hyperparameter violates a constraint of the packer or the vocabulary."""
 
 
-LAPE_INITS = ("small", "release")
+LAPE_INITS = ("small", "release", "sincos")
 VIDEO_FAST_TOKENS = ("stp", "release_text")
 
 
@@ -40,7 +40,10 @@ class LlavaSTConfig(PretrainedConfig):
         lape_init: how the six LAPE tables start when a model is first built (stage 1 on a base checkpoint):
             "small" N(0, initializer_range) for all six; "release" as the authors' release, which creates them
             after the base weights load and keeps PyTorch's defaults: input tables N(0, 1) (nn.Embedding),
-            output tables U(-1/sqrt(D), 1/sqrt(D)) (nn.Linear). Later stages load the tables from the artifact.
+            output tables U(-1/sqrt(D), 1/sqrt(D)) (nn.Linear); "sincos" smooth sin-cos rows, the same for an axis'
+            input and output table, each axis in its own third of D (`lape.sincos_table`): neighbouring coordinates
+            start close, which the tiny from-scratch preset needs to learn WHERE (docs/results.md). Later stages
+            load the tables from the artifact.
         video_fast_tokens: what fills the first k2^2 N positions of each video's visual block. "stp" (default,
             the paper, and what training always uses): F_s, the spatial packer's output. "release_text": only for
             inference with the authors' released weights, whose LLM never saw F_s (the release's bug 1) but the

@@ -45,6 +45,29 @@ def resample(table: Tensor, size: int) -> Tensor:
     return F.interpolate(table.t()[None], size=size, mode="linear", align_corners=False)[0].t()
 
 
+def sincos_table(m: int, d: int, block: int, std: float, device: torch.device | str | None = None) -> Tensor:
+    """(m, d) smooth table of one axis: row i (position p = i / (m - 1)) holds sin and cos of 2 pi f_k p for
+    K = (d // 3) // 2 frequencies f_k geometric from 1/4 to (m - 1) / 4 cycles, in dimensions
+    [block * (d // 3), (block + 1) * (d // 3)); the other dimensions are 0, so the temporal, height and width
+    tables (blocks 0, 1, 2) stay apart when rho^t + rho^h + rho^w are summed. Neighbouring rows are close and
+    a shift of p is a rotation in each (sin, cos) pair (a linear map), so reading "a little left of the patch
+    attended to" is linear. Scaled so a row's norm is that of an N(0, std) row of d dimensions.
+    """
+    width = d // 3
+    pairs = width // 2
+    if pairs < 1:
+        raise ValueError(f"lape_init 'sincos' needs a hidden size of at least 6, got {d}")
+    p = torch.linspace(0, 1, m, dtype=torch.float64, device=device)[:, None]
+    freqs = torch.logspace(math.log10(0.25), math.log10(max(0.25, (m - 1) / 4)), pairs, dtype=torch.float64,
+                           device=device)
+    angles = 2 * math.pi * p * freqs[None, :]
+    table = torch.zeros(m, d, dtype=torch.float64, device=device)
+    start = block * width
+    table[:, start:start + 2 * pairs:2] = torch.sin(angles)
+    table[:, start + 1:start + 2 * pairs:2] = torch.cos(angles)
+    return (table * std * math.sqrt(d / pairs)).float()  # each row's squared norm: pairs * scale^2 = d std^2
+
+
 class LAPETables:
     """The NTP-reparameterised tables of one forward pass, computed once and shared by all their uses."""
 
@@ -80,10 +103,16 @@ class LAPE(nn.Module):
 
     def reset_parameters(self) -> None:
         """config.lape_init: "small" N(0, initializer_range); "release" N(0, 1) inputs (nn.Embedding's
-        default) and U(+-1/sqrt(D)) outputs (nn.Linear's default for a (M, D) weight, fan_in D)."""
-        for axis in AXES:
+        default) and U(+-1/sqrt(D)) outputs (nn.Linear's default for a (M, D) weight, fan_in D); "sincos"
+        `sincos_table` for both tables of an axis, each axis in its own third of the D dimensions."""
+        for index, axis in enumerate(AXES):
             inputs, outputs = getattr(self, f"{axis}_input"), getattr(self, f"{axis}_output")
-            if self.init == "release":
+            if self.init == "sincos":
+                table = sincos_table(inputs.shape[0], inputs.shape[1], index, self.init_std, inputs.device)
+                with torch.no_grad():
+                    inputs.copy_(table)
+                    outputs.copy_(table)
+            elif self.init == "release":
                 nn.init.normal_(inputs, std=1.0)
                 bound = 1 / math.sqrt(outputs.shape[1])
                 nn.init.uniform_(outputs, -bound, bound)

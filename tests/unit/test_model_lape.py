@@ -106,3 +106,27 @@ def test_lape_init_small_and_release(tiny_checkpoint):
     assert release["output"][1] == pytest.approx(bound / math.sqrt(3), rel=0.05)
     with pytest.raises(ValueError, match="lape_init"):
         tiny_config(lape_init="large")
+
+
+def test_lape_init_sincos_is_smooth_language_aligned_and_keeps_the_axes_apart(tiny_checkpoint):
+    """sincos (the tiny learning recipe's init): an axis' input and output tables start equal (rho = E_in = E_out,
+    so a patch's position and the token naming it are one vector), neighbouring coordinates are closer than far
+    ones, the three axes live in disjoint dimensions (rho^t + rho^h + rho^w can be told apart), and a row's norm
+    is an N(0, initializer_range) row's, through the stage-1 path (a base checkpoint, the option as an override)."""
+    model = load_model(tiny_checkpoint, lape_init="sincos")
+    lape, d = model.lape, model.config.hidden_size
+    std = model.config.text_config.initializer_range
+    tables = {axis: getattr(lape, f"{axis}_input").detach() for axis in ("temporal", "height", "width")}
+    for axis, table in tables.items():
+        assert torch.equal(table, getattr(lape, f"{axis}_output").detach())
+        assert table.norm(dim=1) == pytest.approx(torch.full((table.shape[0],), math.sqrt(d) * std), rel=1e-5)
+        unit = table / table.norm(dim=1, keepdim=True)
+        similarity = unit[50] @ unit.t()  # row 50 against every row: near rows alike, far rows unrelated
+        near, middle = similarity[[48, 49, 51, 52]].mean(), similarity[[*range(40, 47), *range(54, 61)]].mean()
+        far = similarity[[*range(0, 20), *range(80, 100)]].mean()
+        assert similarity[49] > 0.8 and similarity[51] > 0.8
+        assert near > middle + 0.2 and middle > far + 0.2 and abs(far) < 0.1
+    used = [set(torch.nonzero(t.abs().sum(0)).flatten().tolist()) for t in tables.values()]
+    assert not (used[0] & used[1]) and not (used[0] & used[2]) and not (used[1] & used[2])
+    assert all(len(u) >= 2 for u in used)
+    assert lape.temporal_input.requires_grad  # a start, not a constant: the tables still train

@@ -71,6 +71,24 @@ def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
+def test_decay_ratio_holds_the_lr_constant_then_decays_the_last_share() -> None:
+    """train.decay_ratio 0.25 of 100 steps: warmup 3 steps, the full lr up to step 75, then a cosine to 0 at 100."""
+    total = 100
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = cosine_with_warmup(opt, total, 0.03, decay_ratio=0.25)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[3:76] == [pytest.approx(1e-3)] * 73
+    assert lrs[75:] == sorted(lrs[75:], reverse=True) and lrs[99] < 1e-5
+    assert lrs[88] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 13 / 25)))
+    assert TrainSection(stage=2).decay_ratio == 1.0  # the default: the whole stage after the warmup decays
+    with pytest.raises(ValueError, match="decay_ratio"):
+        TrainSection(stage=2, decay_ratio=0.0)
+
+
 def test_deepspeed_config_follows_the_job() -> None:
     train = TrainSection(stage=1, micro_batch_size=2, grad_accum_steps=3, max_grad_norm=0.5)
     cpu = deepspeed_config(DeepSpeedSection(), train, use_gpu=False)

@@ -47,6 +47,9 @@ class TrainSection(Section):
     stage 1 STP only with LAPE off; stages 2/3 LoRA + STP + LAPE; stage 3 merges the parent's LoRA.
     `lr` applies to every group unless `group_lr` names it (the release: 2e-4 LoRA, 2e-5 STP/LAPE).
     One optimiser step consumes micro_batch_size * grad_accum_steps * num_workers samples.
+    The lr warms up linearly over the first `warmup_ratio` of the steps, stays at `lr`, and decays to 0 on a
+    cosine over the last `decay_ratio` of them (1.0, the default: all the steps after the warmup; 0.25: a
+    constant lr for most of the stage, which is what crosses a plateau, then a decay).
     `callbacks` run your own code on every worker at the start, after each step and at the end (see
     `llavast/train/callbacks.py`).
     """
@@ -62,6 +65,7 @@ class TrainSection(Section):
     max_steps: PositiveInt | None = None
     epochs: PositiveFloat = 1.0
     warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)
+    decay_ratio: float = Field(default=1.0, gt=0.0, le=1.0)
     weight_decay: NonNegativeFloat = 0.0
     max_grad_norm: PositiveFloat | None = 1.0
     gradient_checkpointing: bool = True

@@ -128,7 +128,7 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
     # 2. DeepSpeed around a torch AdamW (one group per trainable part) and the cosine schedule.
     groups = optimizer_groups(stage.model, stage.contract, stage.policy, job.train)
     optimizer = build_optimizer(groups)
-    scheduler = cosine_with_warmup(optimizer, args.total_steps, job.train.warmup_ratio)
+    scheduler = cosine_with_warmup(optimizer, args.total_steps, job.train.warmup_ratio, job.train.decay_ratio)
     zero3 = job.deepspeed.zero_stage == 3
     if zero3:
         register_external_parameters(stage.model)
