@@ -34,8 +34,10 @@ import pyarrow.parquet as pq
 import yaml
 
 import model_zoo
+from llavast.evaluate.answers import CoordinateBins, parse_answer
 from llavast.evaluate.baselines import constant_answer, priors_from_records, random_answer
-from llavast.evaluate.benchmarks import read_benchmark
+from llavast.evaluate.benchmarks import RECSample, read_benchmark
+from llavast.evaluate.metrics import rec_iou, rec_truth_box
 from llavast.services import mlflow_down, mlflow_up
 from llavast.storage import StorageOptions
 
@@ -53,6 +55,7 @@ TRAINING_FILES = {"tvg": "tvg.jsonl", "rec": "rec.jsonl", "stvg": "stvg.jsonl"}
 QUICK_SETS = [
     "nodes.synth.set.synth.videos=12", "nodes.synth.set.synth.images=8", "nodes.synth.set.synth.benchmark_videos=3",
     "nodes.synth.set.synth.benchmark_images=3", "nodes.synth.set.synth.max_frames=12",
+    "nodes.synth.set.synth.single_images=8",
     *(f"nodes.stage{k}.set.train.max_steps=2" for k in (1, 2, 3)),
     "nodes.eval.set.generation.max_new_tokens=16", "nodes.eval-untrained.set.generation.max_new_tokens=16",
 ]
@@ -161,6 +164,24 @@ def collect(work: Path, baselines: dict[str, dict[str, Path]]) -> dict[str, Any]
     return {"rows": rows, "margins": margins}
 
 
+def named_vs_other(work: Path, folder: Path, bins: CoordinateBins) -> dict[str, float]:
+    """On two-shape REC: the answers' mean IoU and Acc@0.5 with the NAMED shape and with the OTHER one (from
+    benchmark/rec_others.json). A model that finds a shape but cannot tell which one is named scores both alike."""
+    benchmark = work / "st-align" / "benchmark"
+    samples = {s.id: s for s in read_benchmark("rec", str(benchmark / "rec.json"), StorageOptions()).samples}
+    others = json.loads((benchmark / "rec_others.json").read_text())
+    named, other = [], []
+    for row in pq.read_table(folder / "results.parquet").to_pylist():
+        sample = samples[row["id"]]
+        assert isinstance(sample, RECSample)
+        box = parse_answer(row["output"], bins).box
+        named.append(rec_iou(box, sample.truth))
+        other.append(rec_iou(box, rec_truth_box(others[row["id"]], sample.width, sample.height)))
+    return {"named/mIoU": 100.0 * float(np.mean(named)), "other/mIoU": 100.0 * float(np.mean(other)),
+            "named/Acc@0.5": 100.0 * float(np.mean(np.array(named) >= 0.5)),
+            "other/Acc@0.5": 100.0 * float(np.mean(np.array(other) >= 0.5)), "samples": len(named)}
+
+
 def print_table(result: dict[str, Any]) -> None:
     header = ["model / baseline"] + [f"{t} {k}" for t, k in COLUMNS]
     print(" | ".join(header))
@@ -169,6 +190,10 @@ def print_table(result: dict[str, Any]) -> None:
     for metric, m in result["margins"].items():
         print(f"{metric}: trained - constant = {m['margin']:+.1f} points, 95% CI [{m['ci_low']:+.1f}, "
               f"{m['ci_high']:+.1f}] over {m['samples']} samples: {'beats' if m['beats'] else 'does not beat'} it")
+    picked = result["rec_named_vs_other"]
+    print(f"two-shape REC, the trained model's box against the named shape: mIoU {picked['named/mIoU']:.1f}, "
+          f"Acc@0.5 {picked['named/Acc@0.5']:.1f}; against the other shape: mIoU {picked['other/mIoU']:.1f}, "
+          f"Acc@0.5 {picked['other/Acc@0.5']:.1f}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -194,6 +219,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         num_frames = json.loads((work / "eval" / "stage3" / "run.json").read_text())["num_frames"]
         baselines = score_baselines(work, num_frames)
         result = collect(work, baselines)
+        run = json.loads((work / "eval" / "stage3" / "run.json").read_text())
+        result["rec_named_vs_other"] = named_vs_other(work, work / "eval" / "stage3" / BENCHMARK / "rec",
+                                                      CoordinateBins(*run["coordinate_bins"]))
         pictures = args.pictures or (None if args.quick else PICTURES)
         if pictures is not None:
             result["pictures"] = save_pictures(work, pipeline, pictures)

@@ -100,6 +100,8 @@ def data_synth(
     benchmark_images: Annotated[int, typer.Option(help="Held-out images for the REC benchmark (0: none).")] = 6,
     num_frames: Annotated[int, typer.Option(min=1, help="Frames per video of the model the data is for (the tiny "
                                                         "model's 4): tubes have boxes on the frames it samples.")] = 4,
+    single_images: Annotated[int, typer.Option(min=0, help="Training images of one shape, 5-20 px half-size (each "
+                                                           "yields 2 samples): the spatial warm-up.")] = 0,
     seed: Annotated[int, typer.Option(help="Same seed (and num_frames), same bytes.")] = 0,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
@@ -110,7 +112,8 @@ def data_synth(
     with console.status("synthesising videos and annotations"):
         result = synthesize(out, storage_options(endpoint_url, region),
                             SynthSpec(videos=videos, images=images, benchmark_videos=benchmark_videos,
-                                      benchmark_images=benchmark_images, num_frames=num_frames, seed=seed))
+                                      benchmark_images=benchmark_images, num_frames=num_frames,
+                                      single_images=single_images, seed=seed))
     console.print(f"{result.total} samples under {result.root}", soft_wrap=True)
     console.print(_counts_table(result.samples, "source"))
     for stage, uri in result.mixtures.items():

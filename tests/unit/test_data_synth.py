@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from llavast import storage
 from llavast.config.loader import parse_job
@@ -90,8 +92,18 @@ def test_benchmark_tvg_and_rec_counts(synth_root: str) -> None:
                                               for i in range(SPEC.benchmark_videos)]
     images = sorted(p.name for p in (Path(storage.parse(synth_root).path) / "benchmark" / "images").iterdir())
     assert images == [f"bench_img_{i:05d}.png" for i in range(SPEC.benchmark_images)]
+    others = json.loads(storage.read_text(storage.join(synth_root, "benchmark", "rec_others.json"), OPTS))
+    assert sorted(others) == sorted(s.id for s in rec.samples)
     for sample in rec.samples:
         assert isinstance(sample, RECSample) and storage.exists(storage.join(synth_root, sample.image), OPTS)
+        # rec_others.json: the other shape's drawn pixels (its colour outside the named shape's box)
+        pixels = np.asarray(Image.open(Path(storage.parse(synth_root).path) / sample.image).convert("RGB"))
+        x, y, w, h = (int(v) for v in others[sample.id])
+        tx, ty, tw, th = (int(v) for v in sample.bbox)
+        outside = np.ones(pixels.shape[:2], bool)
+        outside[ty:ty + th, tx:tx + tw] = False
+        ys, xs = np.nonzero((pixels != BACKGROUND).any(axis=2) & outside)
+        assert len(xs) and x <= xs.min() and xs.max() < x + w and y <= ys.min() and ys.max() < y + h
 
 
 def _decode(root: str, video: str) -> np.ndarray:
@@ -202,3 +214,42 @@ def test_training_questions_of_benchmark_tasks_use_the_benchmark_prompt_forms(sy
     assert len(used) > 1  # drawn, not one fixed template
     for record in read_annotations(f"{root}/annotations/stvg.jsonl", OPTS):
         assert record["conversations"][0]["value"].endswith(INSTRUCTIONS["stvg"])
+
+
+def test_single_shape_images_are_the_spatial_warm_up(synth_root: str, tmp_path: Path) -> None:
+    """single_images: images of one shape (half-size 5 to single_max_radius), asked as REC and as a grounded
+    caption, each box exactly the drawn pixels; in the stage 2 and 3 mixtures; nothing else changes."""
+    spec = SynthSpec(videos=6, images=4, benchmark_videos=2, seed=3, single_images=12, single_max_radius=12)
+    root = synthesize(str(tmp_path / "single"), OPTS, spec).root
+    folder = Path(storage.parse(root).path)
+    recs = read_annotations(storage.join(root, "annotations", "rec_single.jsonl"), OPTS)
+    dgcs = read_annotations(storage.join(root, "annotations", "dgc_single.jsonl"), OPTS)
+    assert len(recs) == len(dgcs) == 12
+    sizes = set()
+    for rec, dgc in zip(recs, dgcs, strict=True):
+        assert detect_task(rec) == Task.REC and detect_task(dgc) == Task.REC  # one box: the mixture declares DGC
+        assert validate_record(rec) is None and validate_record(dgc) is None
+        assert rec["image"] == dgc["image"] and rec["image"].startswith("images/single_")
+        pixels = np.asarray(Image.open(folder / rec["image"]).convert("RGB"))
+        ys, xs = np.nonzero((pixels != BACKGROUND).any(axis=2))
+        drawn = [xs.min() / spec.width, ys.min() / spec.height, (xs.max() + 1) / spec.width,
+                 (ys.max() + 1) / spec.height]
+        variables = rec["variables"]
+        box = [variables["spatial_width_output_locations"][0], variables["spatial_height_output_locations"][0],
+               variables["spatial_width_output_locations"][1], variables["spatial_height_output_locations"][1]]
+        assert box == pytest.approx(drawn, abs=1e-4)  # the shape's own pixels, 4 decimals
+        assert dgc["variables"] == variables
+        sizes.add(round((box[2] - box[0]) * spec.width))
+    assert min(sizes) >= 10 and max(sizes) <= 24 and len(sizes) > 3  # 2r for r in [5, 12], clipped at no edge
+    for stage, expected in ((1, set()), (2, {"rec_single", "dgc_single"}), (3, {"rec_single"})):
+        mixture = load_mixture(storage.join(root, "mixtures", f"stage{stage}.yaml"), OPTS)
+        assert {e.source for e in mixture.entries} & {"rec_single", "dgc_single"} == expected
+        assert all(e.task == Task.DGC for e in mixture.entries if e.source == "dgc_single")
+    without = _files(Path(storage.parse(synth_root).path))  # the same spec without single images
+    with_single = _files(folder)
+    changed = {name for name in without if with_single[name] != without[name]}
+    assert changed == {"mixtures/stage2.yaml", "mixtures/stage3.yaml"}
+    plain = load_mixture(storage.join(synth_root, "mixtures", "stage2.yaml"), OPTS)
+    assert not {e.source for e in plain.entries} & {"rec_single", "dgc_single"}  # no file, no entry
+    with pytest.raises(ConfigError, match="single_max_radius"):
+        SynthSpec(single_max_radius=40)

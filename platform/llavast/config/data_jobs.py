@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from llavast.config.base import Section
 from llavast.config.common import JobCommon
@@ -20,6 +20,9 @@ class SynthSection(Section):
 
     `num_frames` is the N frames per video of the model the data is for (4: the tiny model's): the STVG, ELC
     and SVG training tubes have boxes on exactly the frames that model samples, the frames the benchmark scores.
+    `single_images` adds training images of one still shape of half-size 5 to `single_max_radius` px, asked as
+    REC and grounded captions (sources rec_single, dgc_single, in the stage 2 and 3 mixtures): the spatial
+    warm-up a model trained from scratch needs before it can pick one of two small shapes (docs/results.md).
     """
 
     videos: PositiveInt = 40
@@ -33,6 +36,8 @@ class SynthSection(Section):
     fps: PositiveInt = 8
     seed: int = 0
     num_frames: int = 4
+    single_images: NonNegativeInt = 0
+    single_max_radius: int = Field(default=20, ge=5)
 
     @field_validator("num_frames")
     @classmethod
@@ -41,6 +46,14 @@ class SynthSection(Section):
             raise ValueError(f"must be >= 1 (the frames per video of the model the data is for; the tiny model "
                              f"samples 4), got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _single_shapes_fit(self) -> SynthSection:
+        limit = min(self.width, self.height) / 2 - 1
+        if self.single_max_radius >= limit:
+            raise ValueError(f"single_max_radius {self.single_max_radius} does not fit {self.width} x {self.height} "
+                             f"frames: a shape of that half-size needs it below {limit:g}")
+        return self
 
 
 class SynthJobConfig(JobCommon):

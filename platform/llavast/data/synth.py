@@ -2,7 +2,8 @@
 
 Layout written under `out` (any storage URI):
     videos/vid_00000.mp4 ...         H.264, `width` x `height`, 16-48 frames
-    images/img_00000.png|jpg ...
+    images/img_00000.png|jpg ...     two shapes each
+    images/single_00000.png ...      one shape each (`single_images`: the spatial warm-up's REC and DGC)
     annotations/<source>.json|jsonl  training format (REFERENCE.md 3.1), one file per source (task)
     mixtures/stage{1,2,3}.yaml       stage mixtures (3.2) with paths relative to themselves
     benchmark/videos/bench_00000.mp4 ...       held-out videos
@@ -11,6 +12,8 @@ Layout written under `out` (any storage URI):
                                      and its visible span over the whole video, normalised to [0, 1]
     benchmark/images/bench_img_00000.png ...   held-out images (`benchmark_images`; 0 writes no rec.json)
     benchmark/rec.json               RefCOCO format (REC) on them: one object's expression and pixel box each
+    benchmark/rec_others.json        the OTHER object's pixel box [x, y, w, h] per rec.json image id: whether a
+                                     model picks the named shape or just a shape (benchmarks/learning.py)
 Media paths in the files are relative to `out`. Every time span, box and tube is computed from the drawn
 trajectories. The training questions of the benchmark's tasks are asked in the benchmark's prompt forms
 (`evaluate/prompts.py`): TVG in the Charades-STA template with an object's motion as the caption, REC in one of
@@ -64,15 +67,18 @@ SOURCES: dict[str, Task] = {
     "video_caption": Task.CAPTION, "tvg": Task.TVG, "dvc": Task.DVC, "tr": Task.TR, "stvg": Task.STVG,
     "elc": Task.ELC, "svg": Task.SVG, "qa": Task.QA, "classification": Task.CLASSIFICATION,
     "conversation": Task.CONVERSATION, "image_caption": Task.CAPTION, "rec": Task.REC, "rc": Task.RC,
-    "dgc": Task.DGC,
+    "dgc": Task.DGC, "rec_single": Task.REC, "dgc_single": Task.DGC,
 }
-JSONL_SOURCES = {"video_caption", "tvg", "stvg", "rec", "qa", "dgc"}
+SINGLE_SOURCES = {"rec_single", "dgc_single"}  # written only when `single_images` > 0
+DECLARED = {"dgc_single": "dgc"}  # one box in a caption reads as REC by its placeholders: the mixture says DGC
+JSONL_SOURCES = {"video_caption", "tvg", "stvg", "rec", "qa", "dgc", "rec_single", "dgc_single"}
 STAGES: dict[int, dict[str, str]] = {  # source -> sampling strategy
     1: {"video_caption": "all"},
-    2: {"tvg": "all", "dvc": "all", "tr": "first:90%", "rec": "all", "dgc": "random:80%", "rc": "all"},
+    2: {"tvg": "all", "dvc": "all", "tr": "first:90%", "rec": "all", "dgc": "random:80%", "rc": "all",
+        "rec_single": "all", "dgc_single": "all"},
     3: {"video_caption": "random:50%", "tvg": "all", "dvc": "all", "tr": "all", "stvg": "all", "elc": "all",
         "svg": "all", "qa": "end:30", "classification": "all", "conversation": "all", "image_caption": "all",
-        "rec": "all", "rc": "all", "dgc": "all"},
+        "rec": "all", "rc": "all", "dgc": "all", "rec_single": "random:25%"},
 }
 
 
@@ -95,8 +101,14 @@ class SynthSpec:
     fps: int = 8
     seed: int = 0
     num_frames: int = 4
+    single_images: int = 0
+    single_max_radius: int = 20
 
     def __post_init__(self) -> None:
+        if not 5 <= self.single_max_radius < min(self.width, self.height) / 2 - 1:
+            raise ConfigError(f"synth single_max_radius must be in [5, {min(self.width, self.height) / 2 - 1:g}) for "
+                              f"{self.width} x {self.height} frames (a shape of that half-size must fit), got "
+                              f"{self.single_max_radius}")
         if self.num_frames < 1:
             raise ConfigError(f"synth num_frames must be >= 1 (the frames per video of the model the data is for; "
                               f"the tiny model samples 4), got {self.num_frames}")
@@ -115,7 +127,7 @@ class SynthResult:
         return sum(self.samples.values())
 
 
-class _Coords:
+class Coords:
     """Writes coordinate placeholders into text and records their values in order of appearance."""
 
     def __init__(self) -> None:
@@ -170,7 +182,7 @@ class _Video:
 class _Builder:
     records: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
 
-    def add(self, source: str, media: tuple[str, str], turns: list[str], coords: _Coords,
+    def add(self, source: str, media: tuple[str, str], turns: list[str], coords: Coords,
             window: tuple[int, int] | None = None) -> None:
         kind, path = media
         marker = "<video>" if kind == "video" else "<image>"
@@ -193,45 +205,45 @@ def _video_records(b: _Builder, v: _Video, rng: np.random.Generator, prompts: np
     first, second = sorted(v.objects, key=lambda o: o.first)
     win = v.window if v.window != (0, v.frames - 1) else None
 
-    c = _Coords()
+    c = Coords()
     b.add("video_caption", media, ["Describe the video in detail.",
                                    f"A {o1.name} moves {o1.direction} and a {o2.name} moves {o2.direction}."], c)
-    c = _Coords()
+    c = Coords()
     asked = v.objects[int(prompts.integers(0, 2))]
     question = TVG_PROMPT.format(caption=tvg_caption(f"The {asked.name} moves {asked.direction}."))
     b.add("tvg", media, [question, c.span(v.time(asked.first), v.time(asked.last), "OUTPUT")], c, win)
-    c = _Coords()
+    c = Coords()
     events = " ".join(f"{c.span(v.time(o.first), v.time(o.last), 'OUTPUT')} the {o.name} moves {o.direction}."
                       for o in (first, second))
     b.add("dvc", media, ["Describe the events of the video with their time spans.", events], c, win)
-    c = _Coords()
+    c = Coords()
     b.add("tr", media, [f"What happens during {c.span(v.time(o2.first), v.time(o2.last), 'INPUT')}?",
                         f"The {o2.name} moves {o2.direction}."], c, win)
 
-    def tube(obj: MovingObject, coords: _Coords) -> str:
+    def tube(obj: MovingObject, coords: Coords) -> str:
         return ", ".join(f"{coords.t(v.time(f), 'OUTPUT')}:{coords.box(v.norm_box(obj, f), 'OUTPUT')}"
                          for f in v.tube_frames(obj))
 
     target = v.objects[int(rng.integers(0, 2))]
-    c = _Coords()
+    c = Coords()
     answer = f"During the span of {c.span(v.time(target.first), v.time(target.last), 'OUTPUT')}. "
     question = f"Find the {target.name} that moves {target.direction}: when is it visible and where?"
     b.add("stvg", media, [question + INSTRUCTIONS["stvg"], answer + f"Object bounding box: {tube(target, c)}"], c,
           win)
-    c = _Coords()
+    c = Coords()
     question = (f"The {target.name} at {c.box(v.norm_box(target, target.first), 'INPUT')} appears at "
                 f"{c.t(v.time(target.first), 'INPUT')}. When does the event end? Describe it.")
     answer = (f"Ends in {c.t(v.time(target.last), 'OUTPUT')}, the {target.name} moves {target.direction}. "
               f"Object bounding box: {tube(target, c)}")
     b.add("elc", media, [question, answer], c, win)
-    c = _Coords()
+    c = Coords()
     question = f"During {c.span(v.time(target.first), v.time(target.last), 'INPUT')}, where is the {target.name}?"
     b.add("svg", media, [question, tube(target, c)], c, win)
-    b.add("qa", media, [f"What colour is the {o1.shape}?", f"{o1.colour.capitalize()}."], _Coords())
+    b.add("qa", media, [f"What colour is the {o1.shape}?", f"{o1.colour.capitalize()}."], Coords())
     b.add("classification", media, [f"Classify the motion of the {o2.name}: left, right, up or down?",
-                                    o2.direction], _Coords())
+                                    o2.direction], Coords())
     b.add("conversation", media, ["What shapes are in the video?", f"A {o1.shape} and a {o2.shape}.",
-                                  f"What colour is the {o2.shape}?", f"{o2.colour.capitalize()}."], _Coords())
+                                  f"What colour is the {o2.shape}?", f"{o2.colour.capitalize()}."], Coords())
 
 
 def _image_records(b: _Builder, path: str, objects: list[MovingObject], width: int, height: int,
@@ -244,15 +256,37 @@ def _image_records(b: _Builder, path: str, objects: list[MovingObject], width: i
         return x1 / width, y1 / height, x2 / width, y2 / height
 
     b.add("image_caption", media, ["Describe the image.", f"A {o1.name} and a {o2.name} on a dark background."],
-          _Coords())
-    c = _Coords()
+          Coords())
+    c = Coords()
     question = REC_PROMPTS[int(prompts.integers(0, len(REC_PROMPTS)))].format(expression=f"the {o2.name}")
     b.add("rec", media, [question, c.box(box(o2), "OUTPUT")], c)
-    c = _Coords()
+    c = Coords()
     b.add("rc", media, [f"What is in the region {c.box(box(o1), 'INPUT')}?", f"A {o1.name}."], c)
-    c = _Coords()
+    c = Coords()
     b.add("dgc", media, ["Describe the image and give a box for each object.",
                          f"A {o1.name} {c.box(box(o1), 'OUTPUT')} and a {o2.name} {c.box(box(o2), 'OUTPUT')}."], c)
+
+
+def _single_image_records(b: _Builder, path: str, obj: MovingObject, width: int, height: int,
+                          prompts: np.random.Generator) -> None:
+    """The spatial warm-up's records about an image of one shape: REC in a RefCOCO prompt form, and a grounded
+    caption (name the shape, then box it)."""
+    media = ("image", path)
+    x1, y1, x2, y2 = obj.box(0, width, height)
+    box = (x1 / width, y1 / height, x2 / width, y2 / height)
+    c = Coords()
+    question = REC_PROMPTS[int(prompts.integers(0, len(REC_PROMPTS)))].format(expression=f"the {obj.name}")
+    b.add("rec_single", media, [question, c.box(box, "OUTPUT")], c)
+    c = Coords()
+    b.add("dgc_single", media, ["Describe the image and give a box for each object.",
+                                f"A {obj.name} {c.box(box, 'OUTPUT')}."], c)
+
+
+def _single_object(rng: np.random.Generator, spec: SynthSpec) -> MovingObject:
+    """One still shape of half-size 5 to `single_max_radius` px anywhere in the frame, of any colour and shape."""
+    r = float(rng.integers(5, spec.single_max_radius + 1))
+    centre = (float(rng.uniform(r + 1, spec.width - r - 1)), float(rng.uniform(r + 1, spec.height - r - 1)))
+    return MovingObject(str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)), r, 0, 0, centre, centre)
 
 
 def _pair(rng: np.random.Generator, frames: int, spec: SynthSpec, still: bool = False) -> list[MovingObject]:
@@ -329,9 +363,10 @@ def _tvg_record(v: _Video, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def _rec_image(rng: np.random.Generator, spec: SynthSpec, index: int, path: str, root: str,
-               options: StorageOptions) -> tuple[dict[str, Any], dict[str, Any], int]:
+               options: StorageOptions) -> tuple[dict[str, Any], dict[str, Any], list[float], int]:
     """A held-out image of two still objects and a RefCOCO pair about one of them: (image entry, annotation,
-    bytes written). The referred object is drawn last, so its box is exactly its drawn pixels."""
+    the other object's box [x, y, w, h], bytes written). The referred object is drawn last, so its box is exactly
+    its drawn pixels."""
     objects = _pair(rng, 1, spec, still=True)
     pick = int(rng.integers(0, 2))
     target, other = objects[pick], objects[1 - pick]
@@ -340,7 +375,8 @@ def _rec_image(rng: np.random.Generator, spec: SynthSpec, index: int, path: str,
     x1, y1, x2, y2 = target.box(0, spec.width, spec.height)
     image = {"id": index, "file_name": path, "width": spec.width, "height": spec.height,
              "caption": f"the {target.name}"}
-    return image, {"id": index, "bbox": [x1, y1, x2 - x1, y2 - y1]}, len(data)
+    ox1, oy1, ox2, oy2 = other.box(0, spec.width, spec.height)
+    return image, {"id": index, "bbox": [x1, y1, x2 - x1, y2 - y1]}, [ox1, oy1, ox2 - ox1, oy2 - oy1], len(data)
 
 
 def _dump(records: list[dict[str, Any]], jsonl: bool) -> str:
@@ -368,6 +404,14 @@ def synthesize(out: str, options: StorageOptions, spec: SynthSpec = SynthSpec())
         storage.write_bytes(storage.join(root, path), data, options)
         media_bytes += len(data)
         _image_records(builder, path, objects, spec.width, spec.height, prompts)
+    single_rng = np.random.default_rng([spec.seed, 4])  # apart from `rng`: the other files keep their bytes
+    for i in range(spec.single_images):
+        path = f"images/single_{i:05d}.png"
+        obj = _single_object(single_rng, spec)
+        data = encode_image(render_frame([obj], 0, spec.width, spec.height), "png")
+        storage.write_bytes(storage.join(root, path), data, options)
+        media_bytes += len(data)
+        _single_image_records(builder, path, obj, spec.width, spec.height, single_rng)
     for source, records in builder.records.items():
         name = f"{source}.jsonl" if source in JSONL_SOURCES else f"{source}.json"
         storage.write_text(storage.join(root, "annotations", name), _dump(records, source in JSONL_SOURCES), options)
@@ -375,8 +419,9 @@ def synthesize(out: str, options: StorageOptions, spec: SynthSpec = SynthSpec())
     mixtures = {}
     for stage, sources in STAGES.items():
         datasets = [{"json_path": f"../annotations/{s}.{'jsonl' if s in JSONL_SOURCES else 'json'}",
-                     "sampling_strategy": strategy, "source": s, "data_folder": ".."}
-                    for s, strategy in sources.items()]
+                     "sampling_strategy": strategy, "source": s, "data_folder": "..",
+                     **({"task": DECLARED[s]} if s in DECLARED else {})}
+                    for s, strategy in sources.items() if s in builder.records or s not in SINGLE_SOURCES]
         uri = storage.join(root, "mixtures", f"stage{stage}.yaml")
         storage.write_text(uri, yaml.safe_dump({"datasets": datasets}, sort_keys=False), options)
         mixtures[stage] = uri
@@ -397,14 +442,17 @@ def synthesize(out: str, options: StorageOptions, spec: SynthSpec = SynthSpec())
     if spec.benchmark_images > 0:
         rec_rng = np.random.default_rng([spec.seed, 2])
         refcoco: dict[str, list[dict[str, Any]]] = {"images": [], "annotations": []}
+        others: dict[str, list[float]] = {}
         for i in range(spec.benchmark_images):
-            image, annotation, size = _rec_image(rec_rng, spec, i, f"benchmark/images/bench_img_{i:05d}.png", root,
-                                                 options)
+            image, annotation, other, size = _rec_image(rec_rng, spec, i, f"benchmark/images/bench_img_{i:05d}.png",
+                                                        root, options)
             media_bytes += size
             refcoco["images"].append(image)
             refcoco["annotations"].append(annotation)
+            others[str(i)] = other
         uri = storage.join(root, "benchmark", "rec.json")
         storage.write_text(uri, json.dumps(refcoco, indent=1, sort_keys=True), options)
+        storage.write_text(storage.join(root, "benchmark", "rec_others.json"), json.dumps(others, indent=1), options)
         benchmark["rec"] = uri
     counts = {source: len(records) for source, records in builder.records.items()}
     log.info("synthesized %d samples (%d videos, %d images) under %s", sum(counts.values()), spec.videos,
