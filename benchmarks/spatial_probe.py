@@ -364,7 +364,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         r = row["recipe"]
         recipe = (f"lape_init={r['lape_init']} radius={r['radius'][0]}-{r['radius'][1]} lr={r['lr']} "
                   f"decay_ratio={r['decay_ratio']} images={r['train_images'] or 'memorise'}"
-                  + (f" single_share={r['single_share']}" if r["task"] == "rec2" else ""))
+                  + (f" single_share={r['single_share']}" if r["task"] == "rec2" else "")
+                  + (" same_shape" if r["same_shape"] else ""))
         print(f"{r['task']} | {recipe} | {r['steps']} | {row['train_score']} | {row['eval_score']} | "
               f"{row['eval_miou']} | {row['eval_other_miou']} | {row['constant_score']} | {row['step_seconds']}")
 

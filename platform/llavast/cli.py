@@ -117,7 +117,7 @@ def data_synth(
     console.print(f"{result.total} samples under {result.root}", soft_wrap=True)
     console.print(_counts_table(result.samples, "source"))
     for stage, uri in result.mixtures.items():
-        console.print(f"stage {stage} mixture: {uri}")
+        console.print(f"{f'stage {stage}' if isinstance(stage, int) else stage} mixture: {uri}")
     for task, uri in result.benchmark.items():
         console.print(f"benchmark {task}: {uri}")
 

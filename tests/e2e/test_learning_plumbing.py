@@ -38,3 +38,7 @@ def test_learning_quick_run_produces_the_table(tmp_path: Path):
     assert set(result["margins"]) == set(learning.TARGETS)
     for m in result["margins"].values():
         assert m["samples"] == 3 and m["ci_low"] <= m["margin"] <= m["ci_high"]
+    picked = result["rec_named_vs_other"]  # the trained model's REC boxes against the named and the other shape
+    assert picked["samples"] == 3
+    assert all(0.0 <= picked[k] <= 100.0 for k in ("named/mIoU", "other/mIoU", "named/Acc@0.5", "other/Acc@0.5"))
+    assert picked["named/Acc@0.5"] == pytest.approx(result["rows"]["trained (stage 3)"]["rec/Acc@0.5"])  # same IoU

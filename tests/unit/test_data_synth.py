@@ -245,6 +245,9 @@ def test_single_shape_images_are_the_spatial_warm_up(synth_root: str, tmp_path: 
         mixture = load_mixture(storage.join(root, "mixtures", f"stage{stage}.yaml"), OPTS)
         assert {e.source for e in mixture.entries} & {"rec_single", "dgc_single"} == expected
         assert all(e.task == Task.DGC for e in mixture.entries if e.source == "dgc_single")
+    warmup = load_mixture(storage.join(root, "mixtures", "warmup.yaml"), OPTS)
+    assert [(e.source, e.sampling_strategy) for e in warmup.entries] == [("rec_single", "all")]
+    assert not (Path(storage.parse(synth_root).path) / "mixtures" / "warmup.yaml").exists()
     without = _files(Path(storage.parse(synth_root).path))  # the same spec without single images
     with_single = _files(folder)
     changed = {name for name in without if with_single[name] != without[name]}

@@ -21,8 +21,8 @@ class SynthSection(Section):
     `num_frames` is the N frames per video of the model the data is for (4: the tiny model's): the STVG, ELC
     and SVG training tubes have boxes on exactly the frames that model samples, the frames the benchmark scores.
     `single_images` adds training images of one still shape of half-size 5 to `single_max_radius` px, asked as
-    REC and grounded captions (sources rec_single, dgc_single, in the stage 2 and 3 mixtures): the spatial
-    warm-up a model trained from scratch needs before it can pick one of two small shapes (docs/results.md).
+    REC and grounded captions (sources rec_single, dgc_single; mixtures/warmup.yaml, and parts of stages 2 and 3):
+    the spatial warm-up a model trained from scratch needs before it can pick one of two small shapes.
     """
 
     videos: PositiveInt = 40

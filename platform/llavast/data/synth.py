@@ -6,6 +6,7 @@ Layout written under `out` (any storage URI):
     images/single_00000.png ...      one shape each (`single_images`: the spatial warm-up's REC and DGC)
     annotations/<source>.json|jsonl  training format (REFERENCE.md 3.1), one file per source (task)
     mixtures/stage{1,2,3}.yaml       stage mixtures (3.2) with paths relative to themselves
+    mixtures/warmup.yaml             the spatial warm-up's mixture, one-shape REC (only with `single_images`)
     benchmark/videos/bench_00000.mp4 ...       held-out videos
     benchmark/{stvg,elc,svg}.json    benchmark format (3.3) on the held-out videos
     benchmark/tvg.json               Charades-STA format (TVG) on the same held-out videos: one object's caption
@@ -69,13 +70,15 @@ SOURCES: dict[str, Task] = {
     "conversation": Task.CONVERSATION, "image_caption": Task.CAPTION, "rec": Task.REC, "rc": Task.RC,
     "dgc": Task.DGC, "rec_single": Task.REC, "dgc_single": Task.DGC,
 }
+# The spatial warm-up's mixture (mixtures/warmup.yaml, written when `single_images` > 0): one-shape REC alone.
+WARMUP: dict[str, str] = {"rec_single": "all"}
 SINGLE_SOURCES = {"rec_single", "dgc_single"}  # written only when `single_images` > 0
 DECLARED = {"dgc_single": "dgc"}  # one box in a caption reads as REC by its placeholders: the mixture says DGC
 JSONL_SOURCES = {"video_caption", "tvg", "stvg", "rec", "qa", "dgc", "rec_single", "dgc_single"}
 STAGES: dict[int, dict[str, str]] = {  # source -> sampling strategy
     1: {"video_caption": "all"},
     2: {"tvg": "all", "dvc": "all", "tr": "first:90%", "rec": "all", "dgc": "random:80%", "rc": "all",
-        "rec_single": "all", "dgc_single": "all"},
+        "rec_single": "random:25%", "dgc_single": "random:50%"},
     3: {"video_caption": "random:50%", "tvg": "all", "dvc": "all", "tr": "all", "stvg": "all", "elc": "all",
         "svg": "all", "qa": "end:30", "classification": "all", "conversation": "all", "image_caption": "all",
         "rec": "all", "rc": "all", "dgc": "all", "rec_single": "random:25%"},
@@ -118,7 +121,7 @@ class SynthSpec:
 class SynthResult:
     root: str
     samples: dict[str, int]
-    mixtures: dict[int, str]
+    mixtures: dict[int | str, str]  # stage number (or "warmup") -> its mixture's URI
     benchmark: dict[str, str]
     media_bytes: int = 0
 
@@ -416,13 +419,14 @@ def synthesize(out: str, options: StorageOptions, spec: SynthSpec = SynthSpec())
         name = f"{source}.jsonl" if source in JSONL_SOURCES else f"{source}.json"
         storage.write_text(storage.join(root, "annotations", name), _dump(records, source in JSONL_SOURCES), options)
 
-    mixtures = {}
-    for stage, sources in STAGES.items():
+    mixtures: dict[int | str, str] = {}
+    stages: dict[int | str, dict[str, str]] = {**STAGES, **({"warmup": WARMUP} if spec.single_images else {})}
+    for stage, sources in stages.items():
         datasets = [{"json_path": f"../annotations/{s}.{'jsonl' if s in JSONL_SOURCES else 'json'}",
                      "sampling_strategy": strategy, "source": s, "data_folder": "..",
                      **({"task": DECLARED[s]} if s in DECLARED else {})}
                     for s, strategy in sources.items() if s in builder.records or s not in SINGLE_SOURCES]
-        uri = storage.join(root, "mixtures", f"stage{stage}.yaml")
+        uri = storage.join(root, "mixtures", f"stage{stage}.yaml" if isinstance(stage, int) else f"{stage}.yaml")
         storage.write_text(uri, yaml.safe_dump({"datasets": datasets}, sort_keys=False), options)
         mixtures[stage] = uri
 
