@@ -37,13 +37,14 @@ import model_zoo
 from llavast.data.collate import LlavaSTCollate
 from llavast.data.manifest import SCHEMA, VARIABLE_KEYS
 from llavast.data.pipeline import PrepareSamples
-from llavast.data.synth import Coords, SynthSpec, _pair
+from llavast.data.synth import Coords, SynthSpec, shape_pair
 from llavast.data.synth_media import COLOURS, SHAPES, MovingObject, encode_image, render_frame
 from llavast.evaluate.metrics import box_iou
 from llavast.evaluate.prompts import REC_PROMPTS
 from llavast.storage import StorageOptions
 from llavast.train.optim import cosine_factor
 from model_zoo.contract import IGNORE_INDEX, MediaKind
+from model_zoo.llava_st.vocab import quantize_values
 
 WIDTH, HEIGHT = 96, 64  # the synthetic media's frame (data/synth.py SynthSpec)
 TASKS = ("side", "height", "rec", "rec2")
@@ -87,13 +88,13 @@ def _scenes(rng: np.random.Generator, n: int, task: str, radius: tuple[int, int]
             same_shape: bool) -> list[list[MovingObject]]:
     """n scenes, each the shapes in drawing order, the one asked about last (drawn on top, so its box is its
     drawn pixels). One shape of half-size `radius`; for rec2, a scene is two shapes of the synthetic data's
-    5-8 px (`synth._pair`: other colours, other shapes) except a `single_share` of single shapes. For the
+    5-8 px (`synth.shape_pair`: other colours, other shapes) except a `single_share` of single shapes. For the
     side/height probes the centre stays a radius away from the middle line: every answer is unambiguous.
     `same_shape`: every single shape a red square, so images differ only in where it is (and its size)."""
     out: list[list[MovingObject]] = []
     while len(out) < n:
         if task == "rec2" and rng.random() >= single_share:
-            out.append(_pair(rng, 1, SynthSpec(), still=True))
+            out.append(shape_pair(rng, 1, SynthSpec(), still=True))
             continue
         r = float(rng.integers(radius[0], radius[1] + 1))
         cx, cy = rng.uniform(r + 1, WIDTH - r - 1), rng.uniform(r + 1, HEIGHT - r - 1)
@@ -105,11 +106,6 @@ def _scenes(rng: np.random.Generator, n: int, task: str, radius: tuple[int, int]
             colour, shape = "red", "square"
         out.append([MovingObject(colour, shape, r, 0, 0, (cx, cy), (cx, cy))])
     return out
-
-
-def _norm_box(obj: MovingObject) -> tuple[float, ...]:
-    x1, y1, x2, y2 = obj.box(0, WIDTH, HEIGHT)
-    return (x1 / WIDTH, y1 / HEIGHT, x2 / WIDTH, y2 / HEIGHT)
 
 
 def _conversation(task: str, scene: list[MovingObject], rng: np.random.Generator) -> tuple[list[dict], dict, tuple]:
@@ -125,7 +121,7 @@ def _conversation(task: str, scene: list[MovingObject], rng: np.random.Generator
         return _turns(f"Is the {obj.name} at the top or at the bottom?", word), {}, (word,)
     coords = Coords()
     question = REC_PROMPTS[int(rng.integers(0, len(REC_PROMPTS)))].format(expression=f"the {obj.name}")
-    truth = (_norm_box(obj), *(_norm_box(o) for o in scene[:-1]))
+    truth = tuple(o.norm_box(0, WIDTH, HEIGHT) for o in (obj, *scene[:-1]))
     return _turns(question, coords.box(truth[0], "OUTPUT")), dict(coords.variables), truth
 
 
@@ -151,9 +147,9 @@ def make_set(task: str, n: int, seed: int, folder: Path, tokenizer: Any, config:
         path.write_bytes(encode_image(render_frame(scene, 0, WIDTH, HEIGHT), "png"))
         conversations, variables, answer = _conversation(task, scene, rng)
         kind = "qa" if task in ("side", "height") else "rec"
-        rows.append({"uid": f"{task}:{i}", "id": "", "source": task, "task": kind, "source_file": "", "record_index": i,
-                     "media_kind": int(MediaKind.IMAGE),
-                     "media_uri": str(path), "split_start": -1, "split_end": -1,
+        rows.append({"uid": f"{task}:{i}", "id": "", "source": task, "task": kind, "source_file": "",
+                     "record_index": i, "media_kind": int(MediaKind.IMAGE), "media_uri": str(path),
+                     "split_start": -1, "split_end": -1,
                      "conversations": json.dumps(conversations),
                      "variables": {k: variables.get(k, []) for k in VARIABLE_KEYS}})
         truth.append(answer)
@@ -185,8 +181,8 @@ def build_model(base: Path, lape_init: str, **overrides: Any) -> tuple[torch.nn.
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> list[list[tuple[int, int]]]:
-    """Per sample, (predicted id, label) at every labelled position; a coordinate placeholder's prediction is
-    the argmax over its own axis' bins, returned as a negative-free global coordinate id."""
+    """Per sample, (predicted id, label) at every labelled position; at a coordinate placeholder the prediction
+    is the argmax over its own axis' bins, as a row of the coordinate table (M_t + M_h + M_w rows, t, h, w)."""
     config = model.config
     out = model(**{k: v for k, v in inputs.items() if k != "labels"}, return_logits=True)
     logits, labels = out.logits[:, :-1], inputs["labels"][:, 1:]
@@ -342,7 +338,8 @@ def coordinate_loss(model: torch.nn.Module, samples: ProbeSet, collate: LlavaSTC
         targets = int(out.num_target_tokens)
         values = inputs["coord_values"][:, 1:][is_coord[:, 1:]]
         axis = (labels[:, 1:][is_coord[:, 1:]] - model.placeholder_start) // 2
-        _, _, ratio = model._quantize(values, axis)
+        sizes = torch.tensor([model.config.m_t, model.config.m_h, model.config.m_w])[axis]
+        _, _, ratio = quantize_values(values, sizes)
         ratio = ratio.double().clamp(1e-12, 1 - 1e-12)
         entropy = float(-(ratio * ratio.log() + (1 - ratio) * (1 - ratio).log()).sum())
         total += float(out.loss) * targets - entropy

@@ -168,8 +168,7 @@ class _Video:
         return (frame - s) / (e - s)
 
     def norm_box(self, obj: MovingObject, frame: int) -> tuple[float, float, float, float]:
-        x1, y1, x2, y2 = obj.box(frame, self.width, self.height)
-        return x1 / self.width, y1 / self.height, x2 / self.width, y2 / self.height
+        return obj.norm_box(frame, self.width, self.height)
 
     def sampled(self) -> list[int]:
         """The frames the data path decodes for this video's records (`frame_indices` over the window), once each."""
@@ -255,8 +254,7 @@ def _image_records(b: _Builder, path: str, objects: list[MovingObject], width: i
     o1, o2 = objects
 
     def box(o: MovingObject) -> tuple[float, float, float, float]:
-        x1, y1, x2, y2 = o.box(0, width, height)
-        return x1 / width, y1 / height, x2 / width, y2 / height
+        return o.norm_box(0, width, height)
 
     b.add("image_caption", media, ["Describe the image.", f"A {o1.name} and a {o2.name} on a dark background."],
           Coords())
@@ -275,8 +273,7 @@ def _single_image_records(b: _Builder, path: str, obj: MovingObject, width: int,
     """The spatial warm-up's records about an image of one shape: REC in a RefCOCO prompt form, and a grounded
     caption (name the shape, then box it)."""
     media = ("image", path)
-    x1, y1, x2, y2 = obj.box(0, width, height)
-    box = (x1 / width, y1 / height, x2 / width, y2 / height)
+    box = obj.norm_box(0, width, height)
     c = Coords()
     question = REC_PROMPTS[int(prompts.integers(0, len(REC_PROMPTS)))].format(expression=f"the {obj.name}")
     b.add("rec_single", media, [question, c.box(box, "OUTPUT")], c)
@@ -292,7 +289,7 @@ def _single_object(rng: np.random.Generator, spec: SynthSpec) -> MovingObject:
     return MovingObject(str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)), r, 0, 0, centre, centre)
 
 
-def _pair(rng: np.random.Generator, frames: int, spec: SynthSpec, still: bool = False) -> list[MovingObject]:
+def shape_pair(rng: np.random.Generator, frames: int, spec: SynthSpec, still: bool = False) -> list[MovingObject]:
     colours = rng.choice(list(COLOURS), size=2, replace=False)
     shapes = list(SHAPES) if rng.random() < 0.5 else list(reversed(SHAPES))
     objects = [random_object(rng, str(c), s, frames, spec.width, spec.height, min_span=min(4, frames))
@@ -312,7 +309,7 @@ def _make_video(rng: np.random.Generator, spec: SynthSpec, path: str, out: str,
     object on none of the model's frames could not be learned, and a benchmark tube there has nothing to score."""
     frames = int(rng.integers(spec.min_frames, spec.max_frames + 1))
     for _ in range(_MAX_DRAWS):
-        objects = _pair(rng, frames, spec)
+        objects = shape_pair(rng, frames, spec)
         window = (0, frames - 1)
         if rng.random() < 0.4:  # a split window around both objects' spans, shorter than the clip
             lo = min(o.first for o in objects)
@@ -370,7 +367,7 @@ def _rec_image(rng: np.random.Generator, spec: SynthSpec, index: int, path: str,
     """A held-out image of two still objects and a RefCOCO pair about one of them: (image entry, annotation,
     the other object's box [x, y, w, h], bytes written). The referred object is drawn last, so its box is exactly
     its drawn pixels."""
-    objects = _pair(rng, 1, spec, still=True)
+    objects = shape_pair(rng, 1, spec, still=True)
     pick = int(rng.integers(0, 2))
     target, other = objects[pick], objects[1 - pick]
     data = encode_image(render_frame([other, target], 0, spec.width, spec.height), "png")
@@ -402,7 +399,7 @@ def synthesize(out: str, options: StorageOptions, spec: SynthSpec = SynthSpec())
     for i in range(spec.images):
         fmt = "png" if i % 2 == 0 else "jpeg"
         path = f"images/img_{i:05d}.{'png' if fmt == 'png' else 'jpg'}"
-        objects = _pair(rng, 1, spec, still=True)
+        objects = shape_pair(rng, 1, spec, still=True)
         data = encode_image(render_frame(objects, 0, spec.width, spec.height), fmt)
         storage.write_bytes(storage.join(root, path), data, options)
         media_bytes += len(data)

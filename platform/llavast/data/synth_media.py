@@ -59,6 +59,11 @@ class MovingObject:
         x2, y2 = min(width, round(cx + self.r)), min(height, round(cy + self.r))
         return float(x1), float(y1), float(x2), float(y2)
 
+    def norm_box(self, frame: int, width: int, height: int) -> tuple[float, float, float, float]:
+        """`box` in the answers' units: x1/W, y1/H, x2/W, y2/H."""
+        x1, y1, x2, y2 = self.box(frame, width, height)
+        return x1 / width, y1 / height, x2 / width, y2 / height
+
 
 def random_object(rng: np.random.Generator, colour: str, shape: str, frames: int, width: int, height: int,
                   min_span: int = 4) -> MovingObject:
