@@ -57,6 +57,7 @@ QUICK_SETS = [
     "nodes.synth.set.synth.benchmark_images=3", "nodes.synth.set.synth.max_frames=12",
     "nodes.synth.set.synth.single_images=8",
     *(f"nodes.stage{k}.set.train.max_steps=2" for k in (1, 2, 3)), "nodes.warmup.set.train.max_steps=2",
+    "nodes.warmup-video.set.train.max_steps=2", "nodes.synth.set.synth.single_videos=8",
     "nodes.eval.set.generation.max_new_tokens=16", "nodes.eval-untrained.set.generation.max_new_tokens=16",
 ]
 

@@ -102,6 +102,8 @@ def data_synth(
                                                         "model's 4): tubes have boxes on the frames it samples.")] = 4,
     single_images: Annotated[int, typer.Option(min=0, help="Training images of one shape, 5-20 px half-size (each "
                                                            "yields 2 samples): the spatial warm-up.")] = 0,
+    single_videos: Annotated[int, typer.Option(min=0, help="Training videos of one moving shape, 8-16 px half-size "
+                                                           "(each yields 2 samples): the video warm-up.")] = 0,
     seed: Annotated[int, typer.Option(help="Same seed (and num_frames), same bytes.")] = 0,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
@@ -113,7 +115,7 @@ def data_synth(
         result = synthesize(out, storage_options(endpoint_url, region),
                             SynthSpec(videos=videos, images=images, benchmark_videos=benchmark_videos,
                                       benchmark_images=benchmark_images, num_frames=num_frames,
-                                      single_images=single_images, seed=seed))
+                                      single_images=single_images, single_videos=single_videos, seed=seed))
     console.print(f"{result.total} samples under {result.root}", soft_wrap=True)
     console.print(_counts_table(result.samples, "source"))
     for stage, uri in result.mixtures.items():

@@ -17,12 +17,13 @@ from llavast.data.annotations import load_mixture, read_annotations
 from llavast.data.benchmark import to_training_record
 from llavast.data.media import frame_indices
 from llavast.data.records import Task
-from llavast.data.synth import JSONL_SOURCES, SOURCES, SynthSpec, synthesize
+from llavast.data.synth import JSONL_SOURCES, SINGLE_SOURCES, SINGLE_VIDEO_RADIUS, SOURCES, SynthSpec, synthesize
 from llavast.data.synth_media import BACKGROUND
 from llavast.data.tasks import detect_task
 from llavast.data.validate import validate_record
 from llavast.errors import ConfigError
 from llavast.evaluate.benchmarks import RECSample, TVGSample, read_benchmark, read_st_align
+from llavast.evaluate.prompts import INSTRUCTIONS
 from llavast.evaluate.render import render_answer
 from llavast.evaluate.score import score
 from llavast.storage import StorageOptions
@@ -134,9 +135,10 @@ def test_tubes_are_on_the_sampled_frames_where_the_object_is_visible(synth_root:
     check_tubes(root, n)
 
 
-def check_tubes(root: str, n: int) -> None:
-    for task in ("stvg", "elc", "svg"):
-        uri = storage.join(root, "annotations", f"{task}.jsonl" if task in JSONL_SOURCES else f"{task}.json")
+def check_tubes(root: str, n: int, sources: tuple[str, ...] = ("stvg", "elc", "svg")) -> None:
+    for source in sources:
+        task = source.removesuffix("_single")
+        uri = storage.join(root, "annotations", f"{source}.jsonl" if source in JSONL_SOURCES else f"{source}.json")
         for record in read_annotations(uri, OPTS):
             frames = _decode(root, record["video"])
             total, height, width = frames.shape[:3]
@@ -195,7 +197,7 @@ def test_num_frames_below_one_is_refused() -> None:
 def test_training_questions_of_benchmark_tasks_use_the_benchmark_prompt_forms(synth_root: str) -> None:
     """A small model answers only the phrasings it trained on: TVG, REC and STVG training questions are asked in
     the forms the eval prompts use (evaluate/prompts.py), about the object their answer locates."""
-    from llavast.evaluate.prompts import INSTRUCTIONS, REC_PROMPTS, TVG_PROMPT
+    from llavast.evaluate.prompts import REC_PROMPTS, TVG_PROMPT
 
     root = storage.parse(synth_root).path
     tvg_head, tvg_tail = TVG_PROMPT.split("{caption}")
@@ -217,19 +219,17 @@ def test_training_questions_of_benchmark_tasks_use_the_benchmark_prompt_forms(sy
 
 
 def test_single_shape_images_are_the_spatial_warm_up(synth_root: str, tmp_path: Path) -> None:
-    """single_images: images of one shape (half-size 5 to single_max_radius), asked as REC and as a grounded
-    caption, each box exactly the drawn pixels; in the stage 2 and 3 mixtures; nothing else changes."""
+    """single_images: images of one shape (half-size 5 to single_max_radius), asked as REC, each box exactly the
+    drawn pixels; in the warm-up's mixture and a quarter in stages 2 and 3; nothing else changes."""
     spec = SynthSpec(videos=6, images=4, benchmark_videos=2, seed=3, single_images=12, single_max_radius=12)
     root = synthesize(str(tmp_path / "single"), OPTS, spec).root
     folder = Path(storage.parse(root).path)
     recs = read_annotations(storage.join(root, "annotations", "rec_single.jsonl"), OPTS)
-    dgcs = read_annotations(storage.join(root, "annotations", "dgc_single.jsonl"), OPTS)
-    assert len(recs) == len(dgcs) == 12
+    assert len(recs) == 12
     sizes = set()
-    for rec, dgc in zip(recs, dgcs, strict=True):
-        assert detect_task(rec) == Task.REC and detect_task(dgc) == Task.REC  # one box: the mixture declares DGC
-        assert validate_record(rec) is None and validate_record(dgc) is None
-        assert rec["image"] == dgc["image"] and rec["image"].startswith("images/single_")
+    for rec in recs:
+        assert detect_task(rec) == Task.REC and validate_record(rec) is None
+        assert rec["image"].startswith("images/single_")
         pixels = np.asarray(Image.open(folder / rec["image"]).convert("RGB"))
         ys, xs = np.nonzero((pixels != BACKGROUND).any(axis=2))
         drawn = [xs.min() / spec.width, ys.min() / spec.height, (xs.max() + 1) / spec.width,
@@ -238,13 +238,11 @@ def test_single_shape_images_are_the_spatial_warm_up(synth_root: str, tmp_path: 
         box = [variables["spatial_width_output_locations"][0], variables["spatial_height_output_locations"][0],
                variables["spatial_width_output_locations"][1], variables["spatial_height_output_locations"][1]]
         assert box == pytest.approx(drawn, abs=1e-4)  # the shape's own pixels, 4 decimals
-        assert dgc["variables"] == variables
         sizes.add(round((box[2] - box[0]) * spec.width))
     assert min(sizes) >= 10 and max(sizes) <= 24 and len(sizes) > 3  # 2r for r in [5, 12], clipped at no edge
-    for stage, expected in ((1, set()), (2, {"rec_single", "dgc_single"}), (3, {"rec_single"})):
+    for stage, expected in ((1, set()), (2, {"rec_single"}), (3, {"rec_single"})):
         mixture = load_mixture(storage.join(root, "mixtures", f"stage{stage}.yaml"), OPTS)
-        assert {e.source for e in mixture.entries} & {"rec_single", "dgc_single"} == expected
-        assert all(e.task == Task.DGC for e in mixture.entries if e.source == "dgc_single")
+        assert {e.source for e in mixture.entries} & SINGLE_SOURCES == expected
     warmup = load_mixture(storage.join(root, "mixtures", "warmup.yaml"), OPTS)
     assert [(e.source, e.sampling_strategy) for e in warmup.entries] == [("rec_single", "all")]
     assert not (Path(storage.parse(synth_root).path) / "mixtures" / "warmup.yaml").exists()
@@ -253,6 +251,42 @@ def test_single_shape_images_are_the_spatial_warm_up(synth_root: str, tmp_path: 
     changed = {name for name in without if with_single[name] != without[name]}
     assert changed == {"mixtures/stage2.yaml", "mixtures/stage3.yaml"}
     plain = load_mixture(storage.join(synth_root, "mixtures", "stage2.yaml"), OPTS)
-    assert not {e.source for e in plain.entries} & {"rec_single", "dgc_single"}  # no file, no entry
+    assert not {e.source for e in plain.entries} & SINGLE_SOURCES  # no file, no entry
     with pytest.raises(ConfigError, match="single_max_radius"):
         SynthSpec(single_max_radius=40)
+
+
+def test_single_shape_videos_are_the_video_warm_up(synth_root: str, tmp_path: Path) -> None:
+    """single_videos: videos of one moving shape of half-size SINGLE_VIDEO_RADIUS, asked as SVG (the span given)
+    and STVG (the span answered), their tubes on the sampled frames and on the drawn pixels; the video warm-up's
+    mixture holds both, stage 3's a quarter of each; the other files keep their bytes."""
+    spec = SynthSpec(videos=6, images=4, benchmark_videos=2, seed=3, single_videos=10)
+    root = synthesize(str(tmp_path / "single"), OPTS, spec).root
+    folder = Path(storage.parse(root).path)
+    check_tubes(root, spec.num_frames, ("svg_single", "stvg_single"))
+    svgs = read_annotations(storage.join(root, "annotations", "svg_single.json"), OPTS)
+    stvgs = read_annotations(storage.join(root, "annotations", "stvg_single.jsonl"), OPTS)
+    assert len(svgs) == len(stvgs) == 10
+    sizes = set()
+    for svg, stvg in zip(svgs, stvgs, strict=True):
+        assert detect_task(svg) == Task.SVG and detect_task(stvg) == Task.STVG
+        assert validate_record(svg) is None and validate_record(stvg) is None
+        assert svg["video"] == stvg["video"] and svg["video"].startswith("videos/single_")
+        assert stvg["conversations"][0]["value"].endswith(INSTRUCTIONS["stvg"])  # the benchmark's form
+        frames = _decode(root, svg["video"])
+        shown = [np.abs(frame.astype(int) - BACKGROUND).sum(axis=2) > 60 for frame in frames]  # H.264 noise
+        widths = [np.nonzero(mask.any(axis=0))[0] for mask in shown if mask.sum() > 40]
+        sizes.update(int(xs.max() - xs.min() + 1) for xs in widths)
+    lo, hi = SINGLE_VIDEO_RADIUS
+    assert min(sizes) >= 2 * lo - 3 and max(sizes) <= 2 * hi + 1  # drawn widths (an edge may clip a few px)
+    assert max(sizes) > 2 * lo + 4  # sizes vary over the range
+    warmup = load_mixture(storage.join(root, "mixtures", "warmup_video.yaml"), OPTS)
+    assert [(e.source, e.sampling_strategy) for e in warmup.entries] == [("svg_single", "all"),
+                                                                          ("stvg_single", "all")]
+    stage3 = load_mixture(storage.join(root, "mixtures", "stage3.yaml"), OPTS)
+    assert {(e.source, e.sampling_strategy) for e in stage3.entries if e.source in SINGLE_SOURCES} == {
+        ("svg_single", "random:25%"), ("stvg_single", "random:25%")}
+    without = _files(Path(storage.parse(synth_root).path))
+    with_single = _files(folder)
+    changed = {name for name in without if with_single[name] != without[name]}
+    assert changed == {"mixtures/stage3.yaml"}

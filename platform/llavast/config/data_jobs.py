@@ -23,6 +23,9 @@ class SynthSection(Section):
     `single_images` adds training images of one still shape of half-size 5 to `single_max_radius` px, asked as
     REC and grounded captions (sources rec_single, dgc_single; mixtures/warmup.yaml, and parts of stages 2 and 3):
     the spatial warm-up a model trained from scratch needs before it can pick one of two small shapes.
+    `single_videos` adds training videos of one moving shape of half-size 8 to 16 px, asked as SVG and STVG
+    (sources svg_single, stvg_single; mixtures/warmup_video.yaml, and a part of stage 3): the video warm-up,
+    which teaches the same model to box a shape on each of its frames.
     """
 
     videos: PositiveInt = 40
@@ -38,6 +41,7 @@ class SynthSection(Section):
     num_frames: int = 4
     single_images: NonNegativeInt = 0
     single_max_radius: int = Field(default=20, ge=5)
+    single_videos: NonNegativeInt = 0
 
     @field_validator("num_frames")
     @classmethod

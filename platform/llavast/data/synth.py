@@ -4,9 +4,11 @@ Layout written under `out` (any storage URI):
     videos/vid_00000.mp4 ...         H.264, `width` x `height`, 16-48 frames
     images/img_00000.png|jpg ...     two shapes each
     images/single_00000.png ...      one shape each (`single_images`: the spatial warm-up's REC and DGC)
+    videos/single_00000.mp4 ...      one larger moving shape each (`single_videos`: the video warm-up's SVG, STVG)
     annotations/<source>.json|jsonl  training format (REFERENCE.md 3.1), one file per source (task)
     mixtures/stage{1,2,3}.yaml       stage mixtures (3.2) with paths relative to themselves
     mixtures/warmup.yaml             the spatial warm-up's mixture, one-shape REC (only with `single_images`)
+    mixtures/warmup_video.yaml       the video warm-up's mixture, one-shape SVG and STVG (only with `single_videos`)
     benchmark/videos/bench_00000.mp4 ...       held-out videos
     benchmark/{stvg,elc,svg}.json    benchmark format (3.3) on the held-out videos
     benchmark/tvg.json               Charades-STA format (TVG) on the same held-out videos: one object's caption
@@ -40,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,20 +71,24 @@ SOURCES: dict[str, Task] = {
     "video_caption": Task.CAPTION, "tvg": Task.TVG, "dvc": Task.DVC, "tr": Task.TR, "stvg": Task.STVG,
     "elc": Task.ELC, "svg": Task.SVG, "qa": Task.QA, "classification": Task.CLASSIFICATION,
     "conversation": Task.CONVERSATION, "image_caption": Task.CAPTION, "rec": Task.REC, "rc": Task.RC,
-    "dgc": Task.DGC, "rec_single": Task.REC, "dgc_single": Task.DGC,
+    "dgc": Task.DGC, "rec_single": Task.REC, "svg_single": Task.SVG,
+    "stvg_single": Task.STVG,
 }
-# The spatial warm-up's mixture (mixtures/warmup.yaml, written when `single_images` > 0): one-shape REC alone.
-WARMUP: dict[str, str] = {"rec_single": "all"}
-SINGLE_SOURCES = {"rec_single", "dgc_single"}  # written only when `single_images` > 0
-DECLARED = {"dgc_single": "dgc"}  # one box in a caption reads as REC by its placeholders: the mixture says DGC
-JSONL_SOURCES = {"video_caption", "tvg", "stvg", "rec", "qa", "dgc", "rec_single", "dgc_single"}
+# The warm-ups' mixtures, each written when its media are: one-shape REC alone (mixtures/warmup.yaml, with
+# `single_images`), one moving shape's tubes alone (mixtures/warmup_video.yaml, with `single_videos`).
+WARMUPS: dict[str, dict[str, str]] = {"warmup": {"rec_single": "all"},
+                                      "warmup_video": {"svg_single": "all", "stvg_single": "all"}}
+SINGLE_SOURCES = {"rec_single", "svg_single", "stvg_single"}  # written only with single media
+SINGLE_VIDEO_RADIUS = (8, 16)  # half-size px of the video warm-up's moving shape (two-shape videos: 5-8)
+JSONL_SOURCES = {"video_caption", "tvg", "stvg", "rec", "qa", "dgc", "rec_single", "stvg_single"}
 STAGES: dict[int, dict[str, str]] = {  # source -> sampling strategy
     1: {"video_caption": "all"},
     2: {"tvg": "all", "dvc": "all", "tr": "first:90%", "rec": "all", "dgc": "random:80%", "rc": "all",
-        "rec_single": "random:25%", "dgc_single": "random:50%"},
+        "rec_single": "random:25%"},
     3: {"video_caption": "random:50%", "tvg": "all", "dvc": "all", "tr": "all", "stvg": "all", "elc": "all",
         "svg": "all", "qa": "end:30", "classification": "all", "conversation": "all", "image_caption": "all",
-        "rec": "all", "rc": "all", "dgc": "all", "rec_single": "random:25%"},
+        "rec": "all", "rc": "all", "dgc": "all", "rec_single": "random:25%", "svg_single": "random:25%",
+        "stvg_single": "random:25%"},
 }
 
 
@@ -106,6 +113,7 @@ class SynthSpec:
     num_frames: int = 4
     single_images: int = 0
     single_max_radius: int = 20
+    single_videos: int = 0
 
     def __post_init__(self) -> None:
         if not 5 <= self.single_max_radius < min(self.width, self.height) / 2 - 1:
@@ -270,16 +278,32 @@ def _image_records(b: _Builder, path: str, objects: list[MovingObject], width: i
 
 def _single_image_records(b: _Builder, path: str, obj: MovingObject, width: int, height: int,
                           prompts: np.random.Generator) -> None:
-    """The spatial warm-up's records about an image of one shape: REC in a RefCOCO prompt form, and a grounded
-    caption (name the shape, then box it)."""
+    """The spatial warm-up's record about an image of one shape: REC in a RefCOCO prompt form."""
     media = ("image", path)
     box = obj.norm_box(0, width, height)
     c = Coords()
     question = REC_PROMPTS[int(prompts.integers(0, len(REC_PROMPTS)))].format(expression=f"the {obj.name}")
     b.add("rec_single", media, [question, c.box(box, "OUTPUT")], c)
+
+
+def _single_video_records(b: _Builder, v: _Video, prompts: np.random.Generator) -> None:
+    """The video warm-up's records about a video of one moving shape: its tube over a given span (SVG), and its
+    span then its tube (STVG, in the benchmark's prompt form)."""
+    media = ("video", v.path)
+    (obj,) = v.objects
+    win = v.window if v.window != (0, v.frames - 1) else None
+
+    def tube(coords: Coords) -> str:
+        return ", ".join(f"{coords.t(v.time(f), 'OUTPUT')}:{coords.box(v.norm_box(obj, f), 'OUTPUT')}"
+                         for f in v.tube_frames(obj))
+
     c = Coords()
-    b.add("dgc_single", media, ["Describe the image and give a box for each object.",
-                                f"A {obj.name} {c.box(box, 'OUTPUT')}."], c)
+    question = f"During {c.span(v.time(obj.first), v.time(obj.last), 'INPUT')}, where is the {obj.name}?"
+    b.add("svg_single", media, [question, tube(c)], c, win)
+    c = Coords()
+    question = f"Find the {obj.name} that moves {obj.direction}: when is it visible and where?" + INSTRUCTIONS["stvg"]
+    answer = f"During the span of {c.span(v.time(obj.first), v.time(obj.last), 'OUTPUT')}. Object bounding box: "
+    b.add("stvg_single", media, [question, answer + tube(c)], c, win)
 
 
 def _single_object(rng: np.random.Generator, spec: SynthSpec) -> MovingObject:
@@ -302,14 +326,23 @@ def shape_pair(rng: np.random.Generator, frames: int, spec: SynthSpec, still: bo
 _MAX_DRAWS = 10_000
 
 
-def _make_video(rng: np.random.Generator, spec: SynthSpec, path: str, out: str,
-                options: StorageOptions) -> tuple[_Video, int]:
-    """A video whose two objects are each visible on at least one of the N frames the data path samples of its
-    window: objects and window are redrawn (from `rng`, so deterministically) until they are. A record about an
-    object on none of the model's frames could not be learned, and a benchmark tube there has nothing to score."""
+def _moving_single(rng: np.random.Generator, frames: int, spec: SynthSpec) -> list[MovingObject]:
+    """The video warm-up's one shape: half-size `SINGLE_VIDEO_RADIUS`, any colour and shape, moving over a span."""
+    colour, shape = str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES))
+    return [random_object(rng, colour, shape, frames, spec.width, spec.height, min_span=min(4, frames),
+                          radius=SINGLE_VIDEO_RADIUS)]
+
+
+def _make_video(rng: np.random.Generator, spec: SynthSpec, path: str, out: str, options: StorageOptions,
+                draw: Callable[[np.random.Generator, int, SynthSpec], list[MovingObject]] = shape_pair,
+                ) -> tuple[_Video, int]:
+    """A video of the objects `draw` makes (a shape pair by default), each visible on at least one of the N
+    frames the data path samples of its window: objects and window are redrawn (from `rng`, so deterministically)
+    until they are. A record about an object on none of the model's frames could not be learned, and a benchmark
+    tube there has nothing to score."""
     frames = int(rng.integers(spec.min_frames, spec.max_frames + 1))
     for _ in range(_MAX_DRAWS):
-        objects = shape_pair(rng, frames, spec)
+        objects = draw(rng, frames, spec)
         window = (0, frames - 1)
         if rng.random() < 0.4:  # a split window around both objects' spans, shorter than the clip
             lo = min(o.first for o in objects)
@@ -321,7 +354,7 @@ def _make_video(rng: np.random.Generator, spec: SynthSpec, path: str, out: str,
         if all(video.tube_frames(o) for o in objects):
             break
     else:  # not seen: even N = 2 on 48 frames succeeds about one draw in ten
-        raise RuntimeError(f"no video of {frames} frames with both objects on its {spec.num_frames} sampled frames "
+        raise RuntimeError(f"no video of {frames} frames with every object on its {spec.num_frames} sampled frames "
                            f"in {_MAX_DRAWS} draws")
     pixels = np.stack([render_frame(objects, f, spec.width, spec.height) for f in range(frames)])
     data = encode_mp4(pixels, spec.fps)
@@ -412,16 +445,21 @@ def synthesize(out: str, options: StorageOptions, spec: SynthSpec = SynthSpec())
         storage.write_bytes(storage.join(root, path), data, options)
         media_bytes += len(data)
         _single_image_records(builder, path, obj, spec.width, spec.height, single_rng)
+    video_rng = np.random.default_rng([spec.seed, 5])  # apart from `rng`: the other files keep their bytes
+    for i in range(spec.single_videos):
+        video, size = _make_video(video_rng, spec, f"videos/single_{i:05d}.mp4", root, options, _moving_single)
+        media_bytes += size
+        _single_video_records(builder, video, video_rng)
     for source, records in builder.records.items():
         name = f"{source}.jsonl" if source in JSONL_SOURCES else f"{source}.json"
         storage.write_text(storage.join(root, "annotations", name), _dump(records, source in JSONL_SOURCES), options)
 
     mixtures: dict[int | str, str] = {}
-    stages: dict[int | str, dict[str, str]] = {**STAGES, **({"warmup": WARMUP} if spec.single_images else {})}
+    stages: dict[int | str, dict[str, str]] = {
+        **STAGES, **{name: sources for name, sources in WARMUPS.items() if set(sources) <= set(builder.records)}}
     for stage, sources in stages.items():
         datasets = [{"json_path": f"../annotations/{s}.{'jsonl' if s in JSONL_SOURCES else 'json'}",
-                     "sampling_strategy": strategy, "source": s, "data_folder": "..",
-                     **({"task": DECLARED[s]} if s in DECLARED else {})}
+                     "sampling_strategy": strategy, "source": s, "data_folder": ".."}
                     for s, strategy in sources.items() if s in builder.records or s not in SINGLE_SOURCES]
         uri = storage.join(root, "mixtures", f"stage{stage}.yaml" if isinstance(stage, int) else f"{stage}.yaml")
         storage.write_text(uri, yaml.safe_dump({"datasets": datasets}, sort_keys=False), options)

@@ -66,9 +66,10 @@ class MovingObject:
 
 
 def random_object(rng: np.random.Generator, colour: str, shape: str, frames: int, width: int, height: int,
-                  min_span: int = 4) -> MovingObject:
-    """An object visible for a random span of at least `min_span` frames, moving across most of the frame."""
-    r = float(rng.integers(5, 9))
+                  min_span: int = 4, radius: tuple[int, int] = (5, 8)) -> MovingObject:
+    """An object of half-size `radius[0]` to `radius[1]` px visible for a random span of at least `min_span`
+    frames, moving across most of the frame."""
+    r = float(rng.integers(radius[0], radius[1] + 1))
     span = int(rng.integers(min_span, frames + 1))
     first = int(rng.integers(0, frames - span + 1))
     margin = r + 1
