@@ -21,7 +21,7 @@ class SynthSection(Section):
     `num_frames` is the N frames per video of the model the data is for (4: the tiny model's): the STVG, ELC
     and SVG training tubes have boxes on exactly the frames that model samples, the frames the benchmark scores.
     `single_images` adds training images of one still shape of half-size 5 to `single_max_radius` px, asked as
-    REC and grounded captions (sources rec_single, dgc_single; mixtures/warmup.yaml, and parts of stages 2 and 3):
+    REC (source rec_single; mixtures/warmup.yaml, and a quarter in stages 2 and 3):
     the spatial warm-up a model trained from scratch needs before it can pick one of two small shapes.
     `single_videos` adds training videos of one moving shape of half-size 8 to 16 px, asked as SVG and STVG
     (sources svg_single, stvg_single; mixtures/warmup_video.yaml, and a part of stage 3): the video warm-up,
