@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -185,6 +186,14 @@ def _load(job_file: Path, sets: list[str] | None) -> Any:
     from llavast.config.loader import load_job
 
     return load_job(job_file, sets or [])
+
+
+def _env_vars_by_source(job: Any, job_file: Path) -> dict[str, dict[str, str]]:
+    """The `env_vars` of a job, or of a pipeline and each of its nodes, keyed by where they come from."""
+    if job.kind != "pipeline":
+        return {str(job_file): job.env_vars}
+    return {str(job_file): job.config.env_vars,
+            **{f"{job_file} node {name}": node_job.env_vars for name, node_job in job.jobs.items()}}
 
 
 def _resources(needs: dict[str, float]) -> str:
@@ -368,9 +377,12 @@ def run(job_file: Annotated[Path, typer.Argument(help="Job YAML (any kind: stage
     the rest."""
     import ray
 
+    from llavast.config.secrets import check_env_set
+
     job = _load(job_file, set_)
     if write_best is not None and job.kind != "sweep":
         raise typer.BadParameter(f"--write-best applies to a sweep, not a {job.kind} job")
+    check_env_set(_env_vars_by_source(job, job_file), os.environ)  # every unset reference, before Ray starts
     if job.kind == "stage":  # its references fail here in one line, before Ray starts
         from llavast.train.preflight import preflight
 

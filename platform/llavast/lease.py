@@ -62,6 +62,14 @@ class Holder:
         return json.dumps(asdict(self), sort_keys=True).encode()
 
 
+def _describe(holder: Holder | None) -> str:
+    """Who held an expired lease, for the takeover warning."""
+    if holder is None:
+        return "its file was unreadable or already gone"
+    return (f"held by {holder.host} pid {holder.pid} since {holder.started}, last heartbeat "
+            f"{time.time() - holder.heartbeat:.0f}s ago")
+
+
 class Lease:
     """`with Lease(uri, options, what="stage1"):` runs the block as the only holder of `uri`."""
 
@@ -75,12 +83,13 @@ class Lease:
 
     def __enter__(self) -> Lease:
         if not storage.create_exclusive(self.uri, self._holder.encode(), self.options):
-            held = self._watch(self._read())
+            found = self._read()
+            held = self._watch(found)
             if held is not None:
                 raise LeaseHeld(f"{self.what} is being run by {held.host} pid {held.pid} since {held.started} "
                                 f"(lease {self.uri}); wait for it to finish and run again (finished work is "
                                 f"skipped), or remove the lease if that process is gone")
-            log.warning("taking over the expired lease %s (%s)", self.uri, held)
+            log.warning("%s: taking over the expired lease %s (%s)", self.what, self.uri, _describe(found))
             storage.remove(self.uri, self.options)
             if not storage.create_exclusive(self.uri, self._holder.encode(), self.options):
                 raise LeaseHeld(f"{self.what}: another runner took over the expired lease {self.uri} first")

@@ -57,7 +57,7 @@ CASES = {
     "storage.root": lambda i: {"storage__root": str(i["tmp"] / "a-file" / "runs")},
     "train.callbacks": lambda i: {"train__callbacks": [{"path": "no_such_package.audit:SampleAudit"}]},
 }
-EXPECTED = {"tracking.uri": "tracking.uri", "model.base": "model.base: ", "data.manifest": "not a finished index",
+EXPECTED = {"tracking.uri": "tracking.uri", "model.base": "model.base: ", "data.manifest": "data.manifest: ",
             "model.init_from": "init_from 'models:/no-such-model@stage1' cannot be resolved",
             "storage.root": "storage.root: ",
             "train.callbacks": "train.callbacks: cannot import no_such_package.audit:SampleAudit"}

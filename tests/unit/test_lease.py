@@ -58,11 +58,16 @@ def test_a_dead_holders_lease_is_taken_over(tmp_path: Path) -> None:
         assert json.loads(Path(uri).read_text())["pid"] == os.getpid()
 
 
-def test_a_stale_lease_from_another_host_expires(tmp_path: Path) -> None:
+def test_a_stale_lease_from_another_host_expires(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Taken over, with a warning that names what held it (not "None")."""
     uri = str(tmp_path / "stage1.json")
     Path(uri).write_bytes(Holder("other-host", 1, "2026-11-30T10:00:00+00:00", time.time() - 600).encode())
-    with Lease(uri, OPTIONS, what="stage 1", ttl_s=120):
+    with caplog.at_level("WARNING", logger="llavast.lease"), Lease(uri, OPTIONS, what="stage 1", ttl_s=120):
         assert json.loads(Path(uri).read_text())["host"] == socket.gethostname()
+    (warning,) = [r.getMessage() for r in caplog.records if "taking over" in r.getMessage()]
+    assert warning.startswith(f"stage 1: taking over the expired lease {uri} (held by other-host pid 1 since "
+                              f"2026-11-30T10:00:00+00:00, last heartbeat ")
+    assert warning.endswith("s ago)") and "None" not in warning
 
 
 def test_a_fresh_lease_of_a_dead_remote_holder_is_waited_out(tmp_path: Path) -> None:

@@ -59,18 +59,23 @@ def redact_config(dump: Mapping[str, Any]) -> dict[str, Any]:
 
 def resolve_env(env_vars: Mapping[str, str], source: str, environ: Mapping[str, str]) -> dict[str, str]:
     """The job's `env_vars` with every `${env:NAME}` replaced by `environ[NAME]`; literals pass through.
-    A reference to an unset variable is an error naming the key and the variable."""
+    References to unset variables are one error naming each key and variable (`check_env_set`)."""
+    check_env_set({source: env_vars}, environ)
     out = {}
     for key, value in env_vars.items():
         ref = ENV_REF.match(value)
-        if ref is None:
-            out[key] = value
-        elif ref["name"] in environ:
-            out[key] = environ[ref["name"]]
-        else:
-            raise ConfigError(f"{source}: env_vars.{key}: references ${{env:{ref['name']}}} but {ref['name']} is "
-                              "not set here: export it before running the job")
+        out[key] = value if ref is None else environ[ref["name"]]
     return out
+
+
+def check_env_set(env_vars_by_source: Mapping[str, Mapping[str, str]], environ: Mapping[str, str]) -> None:
+    """Every `${env:NAME}` reference of the given `env_vars` (keyed by where they come from: a job file, a
+    pipeline's node) is set in `environ`, or one ConfigError lists all that are not."""
+    unset = [f"{source}: env_vars.{key}: references ${{env:{ref['name']}}} but {ref['name']} is not set here"
+             for source, env_vars in env_vars_by_source.items() for key, value in env_vars.items()
+             if (ref := ENV_REF.match(value)) is not None and ref["name"] not in environ]
+    if unset:
+        raise ConfigError("; ".join(unset) + f": export {'it' if len(unset) == 1 else 'them'} before running the job")
 
 
 @dataclass(frozen=True)

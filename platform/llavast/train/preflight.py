@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from llavast import storage
 from llavast.config.stage import StageJobConfig
 from llavast.data.manifest import manifest_files
-from llavast.errors import StorageError, TrainError
+from llavast.errors import DataError, StorageError, TrainError
 from llavast.tracking import ResolvedInit, Tracker, check_reachable, resolve_init_from
 from llavast.train import callbacks
 
@@ -41,7 +41,10 @@ def preflight(job: StageJobConfig) -> Checked:
     if not storage.exists(storage.join(job.model.base, "config.json"), options):
         raise TrainError(f"model.base: {job.model.base} is not a readable model directory (no config.json); "
                          "point it at a LLaVA-OneVision or LLaVA-ST checkpoint directory")
-    manifest_files(job.data.manifest, job.data.storage)  # a finished index with shards, or a DataError naming the fix
+    try:
+        manifest_files(job.data.manifest, job.data.storage)  # a finished index with shards
+    except DataError as err:
+        raise DataError(f"data.manifest: {err}") from err
     parent = None
     if job.model.init_from:
         parent = resolve_init_from(job.model.init_from, tracker)  # a missing alias/version: TrackingError
