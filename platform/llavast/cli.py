@@ -188,6 +188,9 @@ def _load(job_file: Path, sets: list[str] | None) -> Any:
     return load_job(job_file, sets or [])
 
 
+WAIT_TIMEOUT_S = 6 * 3600.0  # `llavast run --wait-timeout`: longer than a stage of the paper's recipe takes
+
+
 def _env_vars_by_source(job: Any, job_file: Path) -> dict[str, dict[str, str]]:
     """The `env_vars` of a job, or of a pipeline and each of its nodes, keyed by where they come from."""
     if job.kind != "pipeline":
@@ -339,8 +342,8 @@ def _start_ray(address: str | None, num_cpus: int | None = None) -> dict[str, fl
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 
-def _run_pipeline_live(job: Any, capacity: dict[str, float] | None, from_node: str | None, only: str | None
-                       ) -> dict[str, Any]:
+def _run_pipeline_live(job: Any, capacity: dict[str, float] | None, from_node: str | None, only: str | None,
+                       wait_s: float) -> dict[str, Any]:
     from rich.live import Live
 
     from llavast.orchestrate.dag import NodeResult, Status
@@ -353,7 +356,7 @@ def _run_pipeline_live(job: Any, capacity: dict[str, float] | None, from_node: s
             results[result.name] = result
             live.update(_nodes_table(job, results, title=f"running {job.name}"))
 
-        final = run_pipeline(job, capacity=capacity, from_node=from_node, only=only, on_update=update)
+        final = run_pipeline(job, capacity=capacity, from_node=from_node, only=only, on_update=update, wait_s=wait_s)
     for name, result in final.items():
         if result.failure is not None:
             errors.print(f"[red]{name} failed:[/red]", highlight=False)
@@ -371,10 +374,14 @@ def run(job_file: Annotated[Path, typer.Argument(help="Job YAML (any kind: stage
         set_: SetOpt = None, from_node: FromOpt = None, only: OnlyOpt = None, ray_address: RayAddressOpt = None,
         num_cpus: Annotated[int | None, typer.Option(help="CPUs of a local Ray (default: all).")] = None,
         write_best: Annotated[Path | None, typer.Option(
-            "--write-best", help="A sweep: write its best trial's parameters to this job YAML.")] = None) -> None:
+            "--write-best", help="A sweep: write its best trial's parameters to this job YAML.")] = None,
+        wait_timeout: Annotated[float, typer.Option(
+            min=0, help="Seconds to wait for a node or stage that another runner holds (then skip it if that runner "
+                        "made it, or run it).")] = WAIT_TIMEOUT_S,
+        no_wait: Annotated[bool, typer.Option("--no-wait", help="Refuse a held node at once.")] = False) -> None:
     """Run a job (a stage, a pipeline, synth, index, eval or sweep) on the Ray cluster at --ray-address (or
     $RAY_ADDRESS), or on a local Ray this command starts. Running the same job again skips what is done and resumes
-    the rest."""
+    the rest; a node another runner holds is waited for."""
     import ray
 
     from llavast.config.secrets import check_env_set
@@ -391,16 +398,16 @@ def run(job_file: Annotated[Path, typer.Argument(help="Job YAML (any kind: stage
     capacity = _start_ray(ray_address, num_cpus)
     try:
         if job.kind == "pipeline":
-            _run_pipeline_live(job, capacity, from_node, only)
+            _run_pipeline_live(job, capacity, from_node, only, 0.0 if no_wait else wait_timeout)
             return
         if job.kind == "sweep":
             _run_sweep(job, write_best)
             return
         from llavast.orchestrate.dag import Node
-        from llavast.orchestrate.executors import KindExecutor
+        from llavast.orchestrate.executors import KindExecutor, NodeWait
 
         node = Node(job.name, (), job)  # one job runs as a one-node pipeline: fingerprinted and registered alike
-        executor = KindExecutor()
+        executor = KindExecutor(wait=NodeWait(0.0 if no_wait else wait_timeout))
         with console.status(f"running {job.kind} job {job.name}"):
             result = executor.run(node, {}, executor.fingerprint(node, {}))
     finally:

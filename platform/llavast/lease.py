@@ -5,8 +5,9 @@ in the node's own storage (`storage.create_exclusive`: O_EXCL on a filesystem, a
 it holds wherever the node's outputs live and needs no extra service. The holder rewrites its heartbeat
 every `heartbeat_s`. A lease whose heartbeat is older than `ttl_s`, or whose holder process is gone (checked
 on the holder's own host), belongs to a dead runner and is taken over, so a killed driver's re-run
-proceeds. A second runner of a live lease is refused with a one-line error that names the holder: nothing
-runs twice, and a re-run after the holder finishes skips the node.
+proceeds. A second runner of a live lease waits for it up to `LeaseWait.timeout_s` (two pipelines that share a
+node: the second runs it after the first releases it, and so skips it if it succeeded), then is refused with a
+one-line error that names the holder: nothing runs twice.
 
 A holder on another host cannot be checked for life, only watched: the runner waits while the lease is
 fresh, and is refused as soon as the holder's heartbeat moves (alive), or takes the lease over once it
@@ -22,6 +23,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -70,29 +72,48 @@ def _describe(holder: Holder | None) -> str:
             f"{time.time() - holder.heartbeat:.0f}s ago")
 
 
+@dataclass(frozen=True)
+class LeaseWait:
+    """How long a runner waits for a live holder before it is refused (0: refused at once), and whom it tells
+    that it waits (`on_wait(holder)`, once per lease)."""
+
+    timeout_s: float = 0.0
+    on_wait: Callable[[Holder], None] | None = None
+
+
 class Lease:
     """`with Lease(uri, options, what="stage1"):` runs the block as the only holder of `uri`."""
 
     def __init__(self, uri: str, options: StorageOptions, what: str, *, ttl_s: float = TTL_S,
-                 heartbeat_s: float = HEARTBEAT_S, poll_s: float = 2.0) -> None:
+                 heartbeat_s: float = HEARTBEAT_S, poll_s: float = 2.0, wait: LeaseWait = LeaseWait()) -> None:
         self.uri, self.options, self.what = uri, options, what
         self.ttl_s, self.heartbeat_s, self.poll_s = ttl_s, heartbeat_s, poll_s
+        self.wait = wait
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._holder = Holder.me()
 
     def __enter__(self) -> Lease:
-        if not storage.create_exclusive(self.uri, self._holder.encode(), self.options):
+        deadline = time.monotonic() + self.wait.timeout_s
+        told = False
+        while not storage.create_exclusive(self.uri, self._holder.encode(), self.options):
             found = self._read()
             held = self._watch(found)
-            if held is not None:
+            if held is None:  # expired, unreadable or released meanwhile: take it
+                log.warning("%s: taking over the expired lease %s (%s)", self.what, self.uri, _describe(found))
+                storage.remove(self.uri, self.options)
+                continue
+            if time.monotonic() >= deadline:
+                waited = f" (waited {self.wait.timeout_s:g}s)" if self.wait.timeout_s else ""
                 raise LeaseHeld(f"{self.what} is being run by {held.host} pid {held.pid} since {held.started} "
-                                f"(lease {self.uri}); wait for it to finish and run again (finished work is "
-                                f"skipped), or remove the lease if that process is gone")
-            log.warning("%s: taking over the expired lease %s (%s)", self.what, self.uri, _describe(found))
-            storage.remove(self.uri, self.options)
-            if not storage.create_exclusive(self.uri, self._holder.encode(), self.options):
-                raise LeaseHeld(f"{self.what}: another runner took over the expired lease {self.uri} first")
+                                f"(lease {self.uri}){waited}; wait for it to finish and run again (finished work "
+                                f"is skipped), or remove the lease if that process is gone")
+            if not told:
+                log.info("%s: waiting for %s pid %s (lease %s)", self.what, held.host, held.pid, self.uri)
+                if self.wait.on_wait is not None:
+                    self.wait.on_wait(held)
+                told = True
+            time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
         self._beat = threading.Thread(target=self._heartbeat, name="lease-heartbeat", daemon=True)
         self._beat.start()
         return self

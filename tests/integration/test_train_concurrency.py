@@ -51,8 +51,9 @@ def test_two_runners_of_one_stage_register_one_version(train_world: TrainWorld, 
 @pytest.mark.timeout(900)
 def test_two_pipelines_started_together_register_one_version_per_node(train_world: TrainWorld,
                                                                      tmp_path: Path) -> None:
-    """Two `llavast run pipeline.yaml` at once, one MLflow, one storage root: every stage trains once, and each
-    node fingerprint has exactly one version, the one its alias points at."""
+    """Two `llavast run pipeline.yaml` at once, one MLflow, one storage root: both finish (a node the other holds
+    is waited for, then skipped or registered without training), every stage trains once, and each node
+    fingerprint has exactly one version."""
     model, name = unique("llavast-pipe-twice"), unique("pipe-twice")
     for stage in (1, 2):
         raw = train_world.job(stage, f"{name}-s{stage}", model, train={"max_steps": 2, "checkpoint_every": 2},
@@ -70,14 +71,17 @@ def test_two_pipelines_started_together_register_one_version_per_node(train_worl
                for _ in range(2)]
     outcomes = [(r.wait(timeout=840), r.stdout.read(), r.stderr.read()) for r in runners]
 
-    assert 0 in [code for code, _, _ in outcomes], outcomes  # one of them ran the pipeline through
-    for code, out, err in outcomes:
-        if code != 0:  # the other was refused at a stage the first held, naming the holder
-            assert " is being run by " in out + err, (out, err)
+    assert [code for code, _, _ in outcomes] == [0, 0], outcomes  # both ran through: the later one waited
+    assert not [out + err for _, out, err in outcomes if " is being run by " in out + err]
     client = Tracker(train_world.mlflow.uri).client
     versions = client.search_model_versions(f"name = '{model}'")
     fingerprints = [v.tags["llavast.node_fingerprint"] for v in versions]
     assert len(versions) == 2 and len(set(fingerprints)) == 2, [(v.version, v.tags) for v in versions]
+    experiment = client.get_experiment_by_name(f"{name}-exp")
+    stage_runs = [r for r in client.search_runs([experiment.experiment_id]) if "llavast.stage" in r.data.tags]
+    assert sorted(r.data.tags["llavast.stage"] for r in stage_runs) == ["1", "2"]  # one MLflow run per stage
+    for run in stage_runs:  # trained once: one loss point per step
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2], run.data.tags
     by_stage = {v.tags["llavast.stage"]: v.version for v in versions}
     assert {alias: client.get_model_version_by_alias(model, alias).version for alias in ("stage1", "stage2")} == \
         {"stage1": by_stage["1"], "stage2": by_stage["2"]}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from llavast import storage
-from llavast.lease import Holder, Lease, LeaseHeld
+from llavast.lease import Holder, Lease, LeaseHeld, LeaseWait
 from llavast.storage import StorageOptions
 
 OPTIONS = StorageOptions()
@@ -103,3 +103,38 @@ def test_a_live_remote_holder_is_named_at_its_next_heartbeat(tmp_path: Path) -> 
         beating.join()
     assert time.monotonic() - started < 5.0  # one heartbeat, not the 60 s expiry
     assert json.loads(Path(uri).read_text())["host"] == "other-host"  # the holder keeps its lease
+
+
+def test_a_runner_that_may_wait_gets_the_lease_when_the_holder_releases_it(tmp_path: Path) -> None:
+    """Two runners of one node: the second waits (telling whom it waits for, once), then holds the lease."""
+    uri = str(tmp_path / "node.json")
+    held, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with Lease(uri, OPTIONS, what="node a"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert held.wait(10)
+    told: list[Holder] = []
+    threading.Timer(1.0, release.set).start()
+    started = time.monotonic()
+    with Lease(uri, OPTIONS, what="node a", poll_s=0.1, wait=LeaseWait(30, told.append)):
+        waited = time.monotonic() - started
+        assert json.loads(Path(uri).read_text())["pid"] == os.getpid()
+    thread.join()
+    assert 0.9 < waited < 10
+    assert [(h.host, h.pid) for h in told] == [(socket.gethostname(), os.getpid())]  # told once
+    assert not Path(uri).exists()
+
+
+def test_a_runner_that_waits_past_its_timeout_is_refused(tmp_path: Path) -> None:
+    uri = str(tmp_path / "node.json")
+    with Lease(uri, OPTIONS, what="node a"):
+        started = time.monotonic()
+        with pytest.raises(LeaseHeld, match=r"node a is being run by .* \(waited 0.5s\); wait for it"), \
+                Lease(uri, OPTIONS, what="node a", poll_s=0.1, wait=LeaseWait(0.5)):
+            pass
+        assert 0.4 < time.monotonic() - started < 3

@@ -1,20 +1,23 @@
 """Storage-marked nodes (synth, index) run under a lease in their output folder: a live holder refuses a
-second runner, and a runner that gets the lease after another one finished skips instead of rewriting."""
+second runner (at once, or after the wait it is given), and a runner that gets the lease after another one
+finished skips instead of rewriting."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from llavast.config.loader import parse_job
-from llavast.lease import Holder, LeaseHeld
+from llavast.lease import Holder, Lease, LeaseHeld
 from llavast.orchestrate.dag import Node, Status
-from llavast.orchestrate.executors import LEASE, MARKER, SynthExecutor
+from llavast.orchestrate.executors import LEASE, MARKER, NodeWait, SynthExecutor
+from llavast.storage import StorageOptions
 
 
 def _node(out: Path) -> Node:
@@ -44,3 +47,32 @@ def test_runs_once_then_a_late_runner_skips(tmp_path: Path) -> None:
     written = marker.stat().st_mtime_ns
     late = executor.run(node, {}, fingerprint)  # e.g. a second pipeline that waited out the first
     assert late.status == Status.SKIPPED and marker.stat().st_mtime_ns == written
+
+
+@pytest.mark.parametrize("first_finishes", [True, False])
+def test_a_runner_waits_for_the_holder_then_skips_or_runs(tmp_path: Path, first_finishes: bool) -> None:
+    """A node held by another runner is waited for (the runner told once, with the node's name); then skipped
+    when that runner wrote its output, or run when it did not (it failed)."""
+    node = _node(tmp_path / "st")
+    told: list[tuple[str, int]] = []
+    executor = SynthExecutor(NodeWait(30, lambda name, holder: told.append((name, holder.pid))))
+    fingerprint = executor.fingerprint(node, {})
+    held, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with Lease(str(tmp_path / "st" / LEASE), StorageOptions(), what="first"):
+            held.set()
+            release.wait(10)
+            if first_finishes:
+                SynthExecutor().produce(node.spec)
+                (tmp_path / "st" / MARKER).write_text(json.dumps({"fingerprint": fingerprint}))
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert held.wait(10)
+    threading.Timer(1.0, release.set).start()
+    result = executor.run(node, {}, fingerprint)
+    thread.join()
+    assert told == [("synth", os.getpid())]
+    assert result.status == (Status.SKIPPED if first_finishes else Status.SUCCEEDED)
+    assert json.loads((tmp_path / "st" / MARKER).read_text())["fingerprint"] == fingerprint

@@ -34,6 +34,7 @@ class Status(enum.StrEnum):
     FAILED = "failed"
     BLOCKED = "blocked"  # a dependency failed or was blocked
     PENDING = "pending"  # would run (plan only)
+    WAITING = "waiting"  # for another runner that holds the node's lease (never a final status)
 
 
 @dataclass

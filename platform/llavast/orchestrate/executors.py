@@ -15,11 +15,13 @@ A node fingerprint is the job's config fingerprint combined with its dependencie
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -32,7 +34,7 @@ from llavast.config.pipeline import NODE_REF
 from llavast.config.stage import StageJobConfig
 from llavast.config.sweep import SweepJobConfig
 from llavast.errors import ConfigError, StorageError
-from llavast.lease import Lease
+from llavast.lease import Holder, Lease, LeaseWait
 from llavast.orchestrate.dag import Node, NodeResult, Status
 
 log = logging.getLogger(__name__)
@@ -70,9 +72,25 @@ def node_resources(job: BaseModel) -> dict[str, float]:
     return {"CPU": 1.0}
 
 
+@dataclass(frozen=True)
+class NodeWait:
+    """How long a node's runner waits for another runner's lease (0: refused at once), and whom it tells, with
+    the node's name, that it waits."""
+
+    timeout_s: float = 0.0
+    on_wait: Callable[[str, Holder], None] | None = None
+
+    def for_node(self, name: str) -> LeaseWait:
+        return LeaseWait(self.timeout_s, None if self.on_wait is None else functools.partial(self.on_wait, name))
+
+
 class _StorageMarked(ABC):
     """Output = the job's `out` folder, valid when its marker holds the node fingerprint. A runner works under
-    a lease in that folder; one that gets the lease after another runner finished finds the marker and skips."""
+    a lease in that folder (waiting for another runner's as `wait` says); one that gets the lease after another
+    runner finished finds the marker and skips."""
+
+    def __init__(self, wait: NodeWait = NodeWait()) -> None:
+        self.wait = wait
 
     def fingerprint(self, node: Node, upstream: Mapping[str, NodeResult]) -> str:
         return node_fingerprint(node.spec, upstream)
@@ -91,7 +109,8 @@ class _StorageMarked(ABC):
 
     def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult:
         job = self.resolve(node, upstream)
-        with Lease(storage.join(job.out, LEASE), job.storage, what=f"{job.kind} node {node.name} ({job.out})"):
+        with Lease(storage.join(job.out, LEASE), job.storage, what=f"{job.kind} node {node.name} ({job.out})",
+                   wait=self.wait.for_node(node.name)):
             if self.find_output(node, fingerprint) is not None:
                 return NodeResult(node.name, Status.SKIPPED, fingerprint, output=job.out)
             details = self.produce(job)
@@ -126,7 +145,8 @@ class IndexExecutor(_StorageMarked):
 class EvalExecutor(_StorageMarked):
     """Scores a model; `model.version: node:X` -> X's registered version; its run nests under the pipeline's."""
 
-    def __init__(self, parent_run_id: str | None = None) -> None:
+    def __init__(self, parent_run_id: str | None = None, wait: NodeWait = NodeWait()) -> None:
+        super().__init__(wait)
         self.parent_run_id = parent_run_id
 
     def resolve(self, node: Node, upstream: Mapping[str, NodeResult]) -> EvalJobConfig:
@@ -182,9 +202,11 @@ class StageExecutor:
     """Runs a training stage under the pipeline's parent run and tags its version with the node fingerprint.
     A node `tuned_by` a sweep node runs with that sweep's best parameters."""
 
-    def __init__(self, parent_run_id: str | None = None, tuned_by: Mapping[str, str] | None = None) -> None:
+    def __init__(self, parent_run_id: str | None = None, tuned_by: Mapping[str, str] | None = None,
+                 wait: NodeWait = NodeWait()) -> None:
         self.parent_run_id = parent_run_id
         self.tuned_by = dict(tuned_by or {})
+        self.wait = wait
 
     def fingerprint(self, node: Node, upstream: Mapping[str, NodeResult]) -> str:
         return node_fingerprint(node.spec, upstream)
@@ -226,7 +248,8 @@ class StageExecutor:
         from llavast.train.run import run_stage
 
         job = self.resolve(node, upstream)
-        result = run_stage(job, version_tags={NODE_FINGERPRINT_TAG: fingerprint})  # tagged as it is created
+        result = run_stage(job, version_tags={NODE_FINGERPRINT_TAG: fingerprint},  # tagged as it is created
+                           lease_wait=self.wait.for_node(node.name))
         details = {"steps": result.total_steps, "version": result.model_version, "run_id": result.mlflow_run_id,
                    "loss": result.metrics.get("loss")}
         return NodeResult(node.name, Status.SUCCEEDED, fingerprint,
@@ -236,9 +259,11 @@ class StageExecutor:
 class KindExecutor:
     """Dispatches each node to the executor of its job's kind."""
 
-    def __init__(self, parent_run_id: str | None = None, tuned_by: Mapping[str, str] | None = None) -> None:
-        self.by_kind = {"synth": SynthExecutor(), "index": IndexExecutor(),
-                        "stage": StageExecutor(parent_run_id, tuned_by), "eval": EvalExecutor(parent_run_id),
+    def __init__(self, parent_run_id: str | None = None, tuned_by: Mapping[str, str] | None = None,
+                 wait: NodeWait = NodeWait()) -> None:
+        self.by_kind = {"synth": SynthExecutor(wait), "index": IndexExecutor(wait),
+                        "stage": StageExecutor(parent_run_id, tuned_by, wait),
+                        "eval": EvalExecutor(parent_run_id, wait),
                         "sweep": SweepExecutor(parent_run_id)}
 
     def _for(self, node: Node) -> Any:

@@ -7,8 +7,9 @@ import logging
 from collections.abc import Callable, Mapping
 
 from llavast.config.loader import ResolvedPipeline, canonical_json
+from llavast.lease import Holder
 from llavast.orchestrate.dag import Node, NodeResult, Status, check_graph, run_dag
-from llavast.orchestrate.executors import KindExecutor, node_resources
+from llavast.orchestrate.executors import KindExecutor, NodeWait, node_resources
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,13 @@ def run_pipeline(
     only: str | None = None,
     dry_run: bool = False,
     on_update: Callable[[NodeResult], None] | None = None,
+    wait_s: float = 0.0,
 ) -> dict[str, NodeResult]:
-    """Plan (`dry_run`) or run every node; `capacity` (the cluster's resources) is checked first."""
+    """Plan (`dry_run`) or run every node; `capacity` (the cluster's resources) is checked first.
+
+    A node another runner holds (a second pipeline that shares it) is waited for up to `wait_s`, its status
+    WAITING meanwhile; then it is skipped if that runner produced it, and run if not.
+    """
     nodes = pipeline_nodes(pipeline)
     check_graph(nodes, capacity)
     parent_run_id = None
@@ -47,7 +53,12 @@ def run_pipeline(
         parent_run_id = tracker.ensure_run(tracking.experiment, run_key=key, run_name=pipeline.name,
                                            tags={"llavast.kind": "pipeline", "llavast.source": pipeline.source})
     tuned_by = {n.name: n.tuned_by for n in pipeline.config.nodes if n.tuned_by}
-    results = run_dag(nodes, KindExecutor(parent_run_id, tuned_by), from_node=from_node, only=only,
+    def waiting(name: str, holder: Holder) -> None:
+        if on_update is not None:
+            on_update(NodeResult(name, Status.WAITING, "", details={"holder": f"{holder.host} pid {holder.pid}"}))
+
+    executor = KindExecutor(parent_run_id, tuned_by, NodeWait(wait_s, waiting))
+    results = run_dag(nodes, executor, from_node=from_node, only=only,
                       max_parallel=pipeline.config.max_parallel, dry_run=dry_run, on_update=on_update)
     if tracker is not None and parent_run_id is not None:
         failed = any(r.status in (Status.FAILED, Status.BLOCKED) for r in results.values())

@@ -31,7 +31,7 @@ from llavast.data import plan
 from llavast.data.manifest import SCHEMA, Blocks, read_layout, read_summary, summary_digest
 from llavast.errors import LlavastError, RegistrationPending, TrackingError, TrainError
 from llavast.failures import describe
-from llavast.lease import Lease
+from llavast.lease import Lease, LeaseWait
 from llavast.tracking import (
     RUN_NAME_TAG,
     UNSENT_DIR,
@@ -100,13 +100,15 @@ def hand_out_plans(job: StageJobConfig, stage_plan: StagePlan) -> tuple[tuple[An
 
 def run_stage(job: StageJobConfig, checked: Checked | None = None,
               version_tags: Mapping[str, str] | None = None, *, register: bool = True,
-              train_callbacks: Sequence[Any] = ()) -> StageResult:
+              train_callbacks: Sequence[Any] = (), lease_wait: LeaseWait | None = None) -> StageResult:
     """Train one stage on the current Ray cluster and register its artifact; raise TrainError on failure.
 
     `checked` is the preflight's result when the caller ran it already (the CLI, before starting Ray);
     `version_tags` go on the model version with its lineage when it is created (the pipeline's node fingerprint).
     `register=False` (a sweep's trials) leaves the artifact unregistered: the result's version is "".
     `train_callbacks` are Ray Train callbacks of the TorchTrainer (a sweep trial's report to Tune).
+    `lease_wait`: how long to wait for another runner of the same stage run (then it is registered: this run
+    registers the same version without training, see `_train_and_register`).
     Once the stage's MLflow run exists, any failure ends it FAILED with the reason as the `llavast.error` tag.
     """
     env_vars, secrets = split_env(job.env_vars, f"job {job.name}", os.environ)  # once, here: an unset one fails now
@@ -119,7 +121,7 @@ def run_stage(job: StageJobConfig, checked: Checked | None = None,
                "llavast.parent_version": f"{parent.model_name}/{parent.version}" if parent and parent.version else "",
                "llavast.data_manifest": job.data.manifest, "llavast.fingerprint": fp, RUN_NAME_TAG: run_name}
     lease = Lease(storage.join(job.storage.root, LEASES_DIR, f"{run_name}.json"), job.storage.options,
-                  what=f"stage {job.train.stage} of {job.name} ({run_name})")
+                  what=f"stage {job.train.stage} of {job.name} ({run_name})", wait=lease_wait or LeaseWait())
     with lease:  # one runner per stage run: its MLflow run, Ray Train directory and registration
         run_id = tracker.ensure_run(job.tracking.experiment, run_key=run_name, run_name=f"{job.name}-{job.alias}",
                                     parent_run_id=job.tracking.parent_run_id, tags=lineage)
