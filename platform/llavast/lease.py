@@ -98,6 +98,8 @@ class Lease:
         told = False
         while not storage.create_exclusive(self.uri, self._holder.encode(), self.options):
             found = self._read()
+            if found == self._holder:  # our create landed but its answer was lost: the retry met our own lease
+                break
             held = self._watch(found)
             if held is None:  # expired, unreadable or released meanwhile: take it
                 log.warning("%s: taking over the expired lease %s (%s)", self.what, self.uri, _describe(found))

@@ -5,6 +5,11 @@ Data workers, Ray Data's own `read_parquet`) goes through here, so an S3-compati
 configured once. Credentials are never passed in: boto3/s3fs and pyarrow resolve them from the standard
 AWS chain (environment, shared config/credentials files, instance or pod roles), so job YAMLs that get
 logged never hold secrets.
+
+Object stores err: 500s, 503 SlowDown when a prefix is throttled, connections reset, slow answers. Both
+clients retry each request up to `MAX_ATTEMPTS` times with exponential backoff and jitter (botocore's and the
+AWS SDK's "standard" retry mode: errors, throttling and connection failures); an outage that outlasts them
+fails in one line that names the operation and the URI (`_wrap`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from llavast.errors import StorageError
 
 _SCHEMES = ("s3", "file", "")
+MAX_ATTEMPTS = 10  # per request: with the standard mode's backoff (base 0.5 s .. 20 s cap), about a minute
 
 
 class StorageOptions(BaseModel):
@@ -119,7 +125,8 @@ def fsspec_filesystem(uri: str, options: StorageOptions) -> tuple[fsspec.Abstrac
         return fsspec.filesystem("file"), loc.path
     client_kwargs = {"region_name": options.region} if options.region else {}
     fs = fsspec.filesystem(
-        "s3", endpoint_url=options.endpoint_url, client_kwargs=client_kwargs, use_listings_cache=False)
+        "s3", endpoint_url=options.endpoint_url, client_kwargs=client_kwargs, use_listings_cache=False,
+        config_kwargs={"retries": {"mode": "standard", "max_attempts": MAX_ATTEMPTS}})
     return fs, loc.path
 
 
@@ -134,13 +141,15 @@ def arrow_filesystem(uri: str, options: StorageOptions) -> tuple[pafs.FileSystem
         kwargs.update(endpoint_override=endpoint.netloc, scheme=endpoint.scheme)
     if options.region:
         kwargs["region"] = options.region
-    return pafs.S3FileSystem(**kwargs), loc.path
+    return pafs.S3FileSystem(retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS),
+                             **kwargs), loc.path
 
 
 def _wrap(uri: str, action: str, exc: Exception) -> StorageError:
     if isinstance(exc, FileNotFoundError):
         return StorageError(f"{uri} does not exist ({action}); check the path and the bucket")
-    return StorageError(f"cannot {action} {uri}: {type(exc).__name__}: {exc}")
+    retried = f" (after {MAX_ATTEMPTS} attempts)" if parse(uri).scheme == "s3" else ""
+    return StorageError(f"cannot {action} {uri}{retried}: {type(exc).__name__}: {exc}")
 
 
 def read_bytes(uri: str, options: StorageOptions) -> bytes:
