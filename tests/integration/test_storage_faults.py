@@ -1,5 +1,5 @@
 """An object store that errs (tests/fixtures/faulty_s3.py in front of the test S3 server): 500s, 503 SlowDown,
-connections reset after the request landed. Reads and writes through both clients (s3fs for files, pyarrow for
+connections reset after the request landed, slow answers. Reads and writes through both clients (s3fs for files, pyarrow for
 Parquet, as Ray Data and Ray Train use it) retry and return what a clean store would; a lease is taken and
 renewed through it; an outage that outlasts the retries fails in one line that names the operation and the
 object."""
@@ -27,12 +27,12 @@ def _through(proxy: FaultyProxy) -> StorageOptions:
     return StorageOptions(endpoint_url=proxy.endpoint_url, region="us-east-1")
 
 
-@pytest.mark.parametrize("action", ["500", "503", "reset"])
+@pytest.mark.parametrize("action", ["500", "503", "reset", "delay"])
 def test_reads_and_writes_return_what_a_clean_store_would(s3_server: S3Server, faulty_s3: FaultyProxy,
                                                           action: str) -> None:
     bucket = s3_server.create_bucket("faults")
     options = _through(faulty_s3)
-    faulty_s3.rules.append(Rule(action, rate=0.3))
+    faulty_s3.rules.append(Rule(action, rate=0.3, delay_s=1.0))
     for i in range(4):
         uri = f"{bucket}/media/clip_{i}.bin"
         storage.write_bytes(uri, bytes([i]) * 2048, options)
