@@ -29,7 +29,7 @@ forms from a third (`[seed, 3]`): the other files' bytes do not depend on them, 
 Tubes on the model's frames: the data is made for a model that samples N frames per video (`SynthSpec.num_frames`,
 4 by default: the tiny model's). An STVG/ELC/SVG training tube has a box on exactly the frames the data path
 samples (`media.frame_indices(frames, N, window)`, over the record's split window when it has one) on which the
-object is visible, each at that frame's time in the window (`_Video.time`, as every other time in the files).
+object is visible, each at that frame's time in the window (`Video.time`, as every other time in the files).
 Those are the frames the benchmark scores a tube on (`evaluate.metrics.truth_frames`), so a model that answers as
 it was trained can score m_vIoU 100. Every video is drawn so that both its objects are visible on at least one
 sampled frame (its objects and window are redrawn from `rng` until they are): no record asks about an object the
@@ -162,7 +162,7 @@ class Coords:
 
 
 @dataclass
-class _Video:
+class Video:
     path: str
     frames: int
     width: int
@@ -209,7 +209,7 @@ class _Builder:
         self.records[source].append(record)
 
 
-def _video_records(b: _Builder, v: _Video, rng: np.random.Generator, prompts: np.random.Generator) -> None:
+def _video_records(b: _Builder, v: Video, rng: np.random.Generator, prompts: np.random.Generator) -> None:
     media = ("video", v.path)
     o1, o2 = v.objects
     first, second = sorted(v.objects, key=lambda o: o.first)
@@ -286,7 +286,7 @@ def _single_image_records(b: _Builder, path: str, obj: MovingObject, width: int,
     b.add("rec_single", media, [question, c.box(box, "OUTPUT")], c)
 
 
-def _single_video_records(b: _Builder, v: _Video, prompts: np.random.Generator) -> None:
+def _single_video_records(b: _Builder, v: Video, prompts: np.random.Generator) -> None:
     """The video warm-up's records about a video of one moving shape: its tube over a given span (SVG), and its
     span then its tube (STVG, in the benchmark's prompt form)."""
     media = ("video", v.path)
@@ -326,7 +326,7 @@ def shape_pair(rng: np.random.Generator, frames: int, spec: SynthSpec, still: bo
 _MAX_DRAWS = 10_000
 
 
-def _moving_single(rng: np.random.Generator, frames: int, spec: SynthSpec) -> list[MovingObject]:
+def moving_single(rng: np.random.Generator, frames: int, spec: SynthSpec) -> list[MovingObject]:
     """The video warm-up's one shape: half-size `SINGLE_VIDEO_RADIUS`, any colour and shape, moving over a span."""
     colour, shape = str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES))
     return [random_object(rng, colour, shape, frames, spec.width, spec.height, min_span=min(4, frames),
@@ -335,7 +335,7 @@ def _moving_single(rng: np.random.Generator, frames: int, spec: SynthSpec) -> li
 
 def _make_video(rng: np.random.Generator, spec: SynthSpec, path: str, out: str, options: StorageOptions,
                 draw: Callable[[np.random.Generator, int, SynthSpec], list[MovingObject]] = shape_pair,
-                ) -> tuple[_Video, int]:
+                ) -> tuple[Video, int]:
     """A video of the objects `draw` makes (a shape pair by default), each visible on at least one of the N
     frames the data path samples of its window: objects and window are redrawn (from `rng`, so deterministically)
     until they are. A record about an object on none of the model's frames could not be learned, and a benchmark
@@ -350,7 +350,7 @@ def _make_video(rng: np.random.Generator, spec: SynthSpec, path: str, out: str, 
             window = (int(rng.integers(0, lo + 1)), int(rng.integers(hi, frames)))
             if window[1] <= window[0]:
                 window = (0, frames - 1)
-        video = _Video(path, frames, spec.width, spec.height, objects, window, spec.num_frames)
+        video = Video(path, frames, spec.width, spec.height, objects, window, spec.num_frames)
         if all(video.tube_frames(o) for o in objects):
             break
     else:  # not seen: even N = 2 on 48 frames succeeds about one draw in ten
@@ -362,7 +362,7 @@ def _make_video(rng: np.random.Generator, spec: SynthSpec, path: str, out: str, 
     return video, len(data)
 
 
-def _benchmark_records(v: _Video, rng: np.random.Generator) -> dict[str, dict[str, Any]]:
+def _benchmark_records(v: Video, rng: np.random.Generator) -> dict[str, dict[str, Any]]:
     """One STVG, ELC and SVG record about one object, its questions in the released benchmark's template forms
     ("Starts in <s>", "<bbox>", "From <s> to <e>"), which the eval prompts rewrite as the release does."""
     obj = v.objects[int(rng.integers(0, 2))]
@@ -387,7 +387,7 @@ def _benchmark_records(v: _Video, rng: np.random.Generator) -> dict[str, dict[st
             for task, (q, a) in questions.items()}
 
 
-def _tvg_record(v: _Video, rng: np.random.Generator) -> dict[str, Any]:
+def _tvg_record(v: Video, rng: np.random.Generator) -> dict[str, Any]:
     """A Charades-STA query about one object: its visible span over the whole video (TVG has no split window)."""
     obj = v.objects[int(rng.integers(0, 2))]
     last = max(v.frames - 1, 1)
@@ -447,7 +447,7 @@ def synthesize(out: str, options: StorageOptions, spec: SynthSpec = SynthSpec())
         _single_image_records(builder, path, obj, spec.width, spec.height, single_rng)
     video_rng = np.random.default_rng([spec.seed, 5])  # apart from `rng`: the other files keep their bytes
     for i in range(spec.single_videos):
-        video, size = _make_video(video_rng, spec, f"videos/single_{i:05d}.mp4", root, options, _moving_single)
+        video, size = _make_video(video_rng, spec, f"videos/single_{i:05d}.mp4", root, options, moving_single)
         media_bytes += size
         _single_video_records(builder, video, video_rng)
     for source, records in builder.records.items():
