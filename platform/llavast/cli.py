@@ -790,5 +790,10 @@ def demo(pipeline_file: Annotated[Path, typer.Option("--pipeline", help="The dem
             console.print(f"LLaVA-ST demo: {name} of {evaluated} (metrics in %, results in {result.output})",
                           soft_wrap=True)
             console.print(_metric_table(tables))
-    console.print(f"MLflow UI: {uri}  (experiment {job.config.tracking.experiment}); stop the server with "
-                  f"`llavast services down --state-dir {mlflow_dir}`", soft_wrap=True)
+    from llavast.tracking import Tracker
+    from llavast.tracking.client import experiment_url
+
+    experiment = job.config.tracking.experiment
+    console.print(f"MLflow UI: {experiment_url(uri, Tracker(uri).experiment_id(experiment))}  (experiment "
+                  f"{experiment}); stop the server with `llavast services down --state-dir {mlflow_dir}`",
+                  soft_wrap=True)

@@ -60,9 +60,12 @@ def test_demo_end_to_end_then_skip_then_rerun_a_changed_stage(demo_copy):
     first = _cli("demo", "--pipeline", str(pipeline), "--mlflow-dir", mlflow_dir, cwd=root)
     assert first.returncode == 0, first.stderr
     assert _statuses(first.stdout) == {"stage1": "succeeded", "stage2": "succeeded", "stage3": "succeeded"}
-    assert f"MLflow UI: {mlflow_uri}" in first.stdout
-
     client = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+    experiment = client.get_experiment_by_name("llava-st-demo")
+    # the link opens the runs (the UI's training view), and the experiment says it is one of model training
+    assert f"MLflow UI: {mlflow_uri}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning" \
+        in first.stdout
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     versions = {int(v.version): v for v in client.search_model_versions("name = 'llava-st-demo'")}
     assert sorted(versions) == [1, 2, 3]
     for stage in (1, 2, 3):

@@ -1,8 +1,8 @@
 """An object store that errs (tests/fixtures/faulty_s3.py in front of the test S3 server): 500s, 503 SlowDown,
-connections reset after the request landed, slow answers. Reads and writes through both clients (s3fs for files, pyarrow for
-Parquet, as Ray Data and Ray Train use it) retry and return what a clean store would; a lease is taken and
-renewed through it; an outage that outlasts the retries fails in one line that names the operation and the
-object."""
+connections reset after the request landed, slow answers. Reads and writes through both clients (s3fs for files,
+pyarrow for Parquet, as Ray Data and Ray Train use it) retry and return what a clean store would; a lease is
+taken and renewed through it; an outage that outlasts the retries fails in one line that names the operation and
+the object."""
 
 from __future__ import annotations
 

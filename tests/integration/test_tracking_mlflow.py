@@ -291,3 +291,7 @@ def test_runners_creating_one_experiment_at_once_get_the_same_id(mlflow_server):
     for _ in range(5):
         ids, errors = _create_at_once(mlflow_server.uri, f"race-{uuid.uuid4().hex[:8]}", 4)
         assert not errors and len(ids) == 4 and len(set(ids)) == 1, (errors, ids)
+    from mlflow import MlflowClient
+
+    experiment = MlflowClient(mlflow_server.uri).get_experiment(ids[0])  # a model-training experiment
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

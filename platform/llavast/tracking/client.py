@@ -29,6 +29,9 @@ from llavast.tracking.retry import Backoff, retry
 log = logging.getLogger(__name__)
 
 RUN_KEY_TAG = "llavast.run_key"
+# MLflow 3's UI shows an experiment in its GenAI view (traces) unless told otherwise: the kind tag says "model
+# training" (the UI may ignore it), and `experiment_url` carries the view in the link, which the UI does honour.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT_RUN_TAG = "mlflow.parentRunId"
 
 
@@ -83,16 +86,17 @@ class Tracker:
             raise TrackingError(f"MLflow {what} failed at {self.uri}: {err}") from err
 
     def experiment_id(self, name: str) -> str:
-        """The id of experiment `name`, created when missing. Two runners may create it at once: the one that
-        loses the race (MLflow answers RESOURCE_ALREADY_EXISTS) reads the winner's."""
+        """The id of experiment `name`, created when missing (a model-training experiment: `EXPERIMENT_KIND`).
+        Two runners may create it at once: the one that loses the race (MLflow answers RESOURCE_ALREADY_EXISTS)
+        reads the winner's."""
         exp = self.call("get_experiment_by_name", self.client.get_experiment_by_name, name)
         if exp is not None:
             return str(exp.experiment_id)
         try:
-            return str(self.client.create_experiment(name))
+            return str(self.client.create_experiment(name, tags=EXPERIMENT_KIND))
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
-                return str(self.call("create_experiment", self.client.create_experiment, name))
+                return str(self.call("create_experiment", self.client.create_experiment, name, tags=EXPERIMENT_KIND))
         exp = self.call("get_experiment_by_name", self.client.get_experiment_by_name, name)
         if exp is None:
             raise TrackingError(f"MLflow says experiment {name!r} exists but does not return it ({self.uri})")
@@ -246,3 +250,8 @@ class MetricsLogger:
         finally:
             with self._lock:
                 self._in_flight = []
+
+
+def experiment_url(tracking_uri: str, experiment_id: str) -> str:
+    """The MLflow UI's link to an experiment's runs (its training view, not the GenAI one)."""
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
