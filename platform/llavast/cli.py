@@ -133,7 +133,7 @@ def data_index(
     strict: Annotated[bool, typer.Option("--strict", help="Fail on the first bad record instead of "
                                                            "quarantining it.")] = False,
     check_media: Annotated[bool, typer.Option(help="Check that every media file exists.")] = True,
-    rows_per_shard: Annotated[int, typer.Option(help="Manifest rows per Parquet shard.")] = 20_000,
+    rows_per_shard: Annotated[int, typer.Option(min=1, help="Manifest rows per Parquet shard.")] = 20_000,
     validation: Annotated[str, typer.Option(help="release: repair what the authors' release accepts (counted); "
                                                  "strict: quarantine it.")] = "release",
     ray_address: RayAddressOpt = None,
@@ -147,6 +147,10 @@ def data_index(
     from llavast.data.annotations import load_mixture
     from llavast.data.index import build_index
 
+    from llavast.data.validate import VALIDATIONS
+
+    if validation not in VALIDATIONS:  # before Ray starts, as every other bad input
+        raise typer.BadParameter(f"{validation!r} is not one of {', '.join(VALIDATIONS)}", param_hint="--validation")
     options = storage_options(endpoint_url, region)
     load_mixture(mixture, options)  # a bad path or YAML fails here, before a Ray cluster starts
     _start_ray(ray_address, num_cpus)
@@ -658,9 +662,9 @@ def eval_score(
     predictions: Annotated[str, typer.Option("--predictions", help='JSONL of {"id", "output"} (URI or path).')],
     out: Annotated[str, typer.Option("--out", help="Folder for summary.json and results.parquet.")],
     num_coordinate_bins: Annotated[int, typer.Option(
-        "--num-coordinate-bins", help="M, the coordinate tokens per axis the answers were written with.")] = 100,
+        "--num-coordinate-bins", min=2, help="M, the coordinate tokens per axis the answers were written with.")] = 100,
     num_frames: Annotated[int, typer.Option(
-        "--num-frames", help="N, the frames the model sampled per video (ST-Align's sIoU/vIoU frames).")] = 100,
+        "--num-frames", min=1, help="N, the frames the model sampled per video (ST-Align's sIoU/vIoU frames).")] = 100,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
 ) -> None:
@@ -676,7 +680,13 @@ def eval_score(
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--task") from None
     file = read_benchmark(task, benchmark, options)
+    if not file.samples:  # e.g. a TVG file scored as STVG: nothing of this task in it
+        raise typer.BadParameter(f"{benchmark} holds no {task} sample (quarantined: "
+                                 f"{file.quarantined_by_reason or 'none'}): is it a {task} benchmark file?",
+                                 param_hint="--benchmark")
     outputs = read_predictions(storage.read_text(predictions, options), predictions)
+    if not outputs:
+        raise typer.BadParameter(f"{predictions} holds no prediction", param_hint="--predictions")
     check_prediction_ids(outputs, file, predictions)
     if file.quarantined:
         errors.print(f"[yellow]{len(file.quarantined)} benchmark record(s) quarantined, not scored: "

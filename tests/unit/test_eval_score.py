@@ -220,3 +220,27 @@ def test_eval_score_command_rejects_an_unknown_task_and_stray_ids(synthetic, tmp
     stray = CliRunner().invoke(app, [*args[:2], "--task", "svg", *args[2:]])
     assert stray.exit_code == 1 and "not samples of the benchmark" in stray.output
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_score_command_refuses_what_it_cannot_score(synthetic, tmp_path):
+    """A benchmark file of another task (no sample of this one), an empty predictions file, and bins or frames
+    out of range: refused with a usage error naming the option, nothing written (they used to score zeros or
+    print a traceback)."""
+    predictions = tmp_path / "pred.jsonl"
+    predictions.write_text('{"id": "0", "output": ""}\n')
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    tvg_file = synthetic["tvg"].uri
+    cases = {
+        "--benchmark": ["--task", "stvg", "--benchmark", tvg_file, "--predictions", str(predictions)],
+        "--predictions": ["--task", "svg", "--benchmark", synthetic["svg"].uri, "--predictions", str(empty)],
+        "--num-coordinate-bins": ["--task", "svg", "--benchmark", synthetic["svg"].uri, "--predictions",
+                                  str(predictions), "--num-coordinate-bins", "0"],
+        "--num-frames": ["--task", "svg", "--benchmark", synthetic["svg"].uri, "--predictions", str(predictions),
+                         "--num-frames", "-3"],
+    }
+    for option, args in cases.items():
+        result = CliRunner().invoke(app, ["eval", "score", *args, "--out", str(tmp_path / "o")])
+        assert result.exit_code == 2 and option in result.output and "Traceback" not in result.output, \
+            (option, result.output)
+    assert not (tmp_path / "o").exists()
