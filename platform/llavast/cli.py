@@ -146,7 +146,6 @@ def data_index(
 
     from llavast.data.annotations import load_mixture
     from llavast.data.index import build_index
-
     from llavast.data.validate import VALIDATIONS
 
     if validation not in VALIDATIONS:  # before Ray starts, as every other bad input
