@@ -4,8 +4,8 @@ Like `benchmarks.spatial_probe` for images: the project's model, tokenizer, data
 `LlavaSTCollate` in-process) and synthetic generator (`synth.Video` tubes on the sampled frames, H.264 clips)
 in a plain torch loop, one thread. It trains on the video warm-up's data (one moving shape of half-size
 `synth.SINGLE_VIDEO_RADIUS`, asked as SVG and, for half of the clips, as STVG) starting from a given checkpoint
-(`--init`: a stage artifact folder, e.g. the learning run's stage-2 version; without it, the untrained base)
-and scores, teacher-forced, each tube box's IoU on held-out clips of:
+(`--init`: a stage artifact folder, e.g. the learning run's stage-2 version; without it, the untrained base;
+`--steps 0` scores the artifact as it is) and scores, teacher-forced, each tube box's IoU on held-out clips of:
 - one moving shape, as trained (SVG form: the span given);
 - two moving shapes of the benchmark's size (5-8 px), the one named asked (SVG form): what stage 3's STVG needs.
 The constant baseline is the training tubes' mean box. Results: benchmarks/results/video_probes.json.
@@ -146,7 +146,7 @@ def run(init: Path | None, base: Path, work: Path, steps: int, clips: int, lr: f
     return {"init": str(init) if init else "untrained", "steps": steps, "clips": clips, "lr": lr,
             "stvg_share": stvg_share, "radius": list(SINGLE_VIDEO_RADIUS), "curve": curve,
             "constant": {"single": constant_miou(train, single), "pair": constant_miou(train, pair)},
-            "step_seconds": round((time.perf_counter() - started) / steps, 3)}
+            "step_seconds": round((time.perf_counter() - started) / steps, 3) if steps else None}
 
 
 def main(argv: list[str] | None = None) -> None:
