@@ -1,11 +1,12 @@
 """Does a model trained here learn? The tiny model trained end to end against baselines on held-out grounding.
 
-    python -m benchmarks.learning --fresh    # the full run (jobs/learn/, `make learn`), ~27 minutes on 2 cores
+    python -m benchmarks.learning --fresh    # the full run (jobs/learn/, `make learn`), ~41 minutes on 2 cores
     python -m benchmarks.learning --quick    # the plumbing only: a few steps, a few samples (the test's run)
 
 1. `jobs/learn/pipeline.yaml` through the CLI (`llavast run`), on a local Ray and a local MLflow server: a
-   learnable synthetic ST-Align -> index -> stages 1-3 on Ray Train with DeepSpeed -> registered versions -> the
-   stage-3 version and the untrained model evaluated on the held-out split (the eval runner, Ray Data).
+   learnable synthetic ST-Align -> index -> stages 1-3 and the two warm-ups on Ray Train with DeepSpeed ->
+   registered versions -> the stage-3 version and the untrained model evaluated on the held-out split (the eval
+   runner, Ray Data).
 2. Baselines scored by `llavast eval score`, like any outside model: the training set's mean answer
    (`evaluate.baselines.constant_answer`) and random answers of the right shape.
 3. The table (model or baseline x TVG mIoU and R@0.5, REC Acc@0.5, STVG m_tIoU/m_sIoU/m_vIoU), and for each

@@ -773,7 +773,7 @@ def demo(pipeline_file: Annotated[Path, typer.Option("--pipeline", help="The dem
         uri, _ = mlflow_up(mlflow_dir, url.port)
     capacity = _start_ray(None, num_cpus)
     try:
-        results = _run_pipeline_live(job, capacity, None, None)
+        results = _run_pipeline_live(job, capacity, None, None, WAIT_TIMEOUT_S)
     finally:
         ray.shutdown()
     summary = Table(title="LLaVA-ST demo: stages")
