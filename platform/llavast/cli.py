@@ -258,6 +258,9 @@ def plan(job_file: Annotated[Path, typer.Argument(help="Job YAML.")], set_: SetO
 
         console.print(f"{job.kind} job {job.name}: needs {_resources(node_resources(job))}")
         return
+    from llavast.orchestrate.dag import forced_nodes
+
+    forced_nodes(pipeline_nodes(job), from_node, only)  # a --from/--only that names no node: an error, not a plan
     results = None
     if not offline:
         try:

@@ -77,4 +77,5 @@ def test_a_user_error_in_a_nested_command_is_one_line_from_the_root() -> None:
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: MLflow tracking server {nowhere} is unreachable"), lines
+    assert "--tracking-uri" in lines[0]  # the registry commands take no job YAML: the hint names their option
     assert "Traceback" not in result.output

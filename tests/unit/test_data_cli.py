@@ -33,3 +33,15 @@ def test_index_options_out_of_range_are_refused_before_ray(tmp_path: Path) -> No
                                           str(tmp_path / "index"), *args])
         assert result.exit_code == 2 and option in result.output and "Traceback" not in result.output, result.output
     assert not (tmp_path / "index").exists()
+
+
+def test_plan_of_a_node_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    """`llavast plan --from nosuch` used to print the graph and exit 0; now it fails naming the nodes."""
+    (tmp_path / "synth.yaml").write_text("kind: synth\nname: s\nout: st\n")
+    (tmp_path / "pipeline.yaml").write_text("kind: pipeline\nname: p\nnodes:\n  - {name: synth, job: synth.yaml}\n")
+    for flag in ("--from", "--only"):
+        result = CliRunner().invoke(app, ["plan", str(tmp_path / "pipeline.yaml"), flag, "nosuch", "--offline"])
+        assert result.exit_code == 1, result.output
+        assert f"{flag} nosuch: no such node (nodes: synth)" in result.output and "Traceback" not in result.output
+    ok = CliRunner().invoke(app, ["plan", str(tmp_path / "pipeline.yaml"), "--from", "synth", "--offline"])
+    assert ok.exit_code == 0, ok.output

@@ -47,7 +47,8 @@ def check_reachable(uri: str, timeout_s: float) -> None:
     except (urllib.error.URLError, OSError) as err:
         raise TrackingError(
             f"MLflow tracking server {uri} is unreachable ({err}); start it (e.g. `llavast services "
-            f"up`) or fix `tracking.uri` in the job YAML") from err
+            f"up`) or point at the right one: `tracking.uri` in a job YAML, `--tracking-uri` (or "
+            f"MLFLOW_TRACKING_URI) for the registry commands") from err
 
 
 def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
