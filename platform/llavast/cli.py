@@ -456,7 +456,7 @@ def _follow(api: Any, job_id: str) -> str:
 
 
 @app.command("submit")
-def submit(job_file: Annotated[Path, typer.Argument(help="Job YAML (stage or pipeline).")],
+def submit(job_file: Annotated[Path, typer.Argument(help="Job YAML (any kind: stage, pipeline, ...).")],
            address: JobsAddressOpt, set_: SetOpt = None, from_node: FromOpt = None, only: OnlyOpt = None,
            follow: Annotated[bool, typer.Option("--follow", "-f", help="Tail the logs until the job ends.")] = False,
            submission_id: Annotated[str | None, typer.Option(help="Id for the Ray job (default: generated).")] = None
