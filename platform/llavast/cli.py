@@ -66,9 +66,24 @@ RayAddressOpt = Annotated[str | None, typer.Option(
     "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to run on (default: start a local Ray).")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        import ray
+        import torch
+
+        console.print(f"llavast {version('llava-st-platform')} (ray {ray.__version__}, torch {torch.__version__})",
+                      highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
-         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
+         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+         version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print the platform's version (and Ray's, torch's) and exit.")
+                            ] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

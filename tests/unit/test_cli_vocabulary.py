@@ -79,3 +79,15 @@ def test_a_user_error_in_a_nested_command_is_one_line_from_the_root() -> None:
     assert len(lines) == 1 and lines[0].startswith(f"error: MLflow tracking server {nowhere} is unreachable"), lines
     assert "--tracking-uri" in lines[0]  # the registry commands take no job YAML: the hint names their option
     assert "Traceback" not in result.output
+
+
+def test_version_names_the_platform_and_its_engines() -> None:
+    from importlib.metadata import version
+
+    import ray
+    import torch
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == (f"llavast {version('llava-st-platform')} (ray {ray.__version__}, "
+                                     f"torch {torch.__version__})")
