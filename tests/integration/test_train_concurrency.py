@@ -55,11 +55,13 @@ def test_two_pipelines_started_together_register_one_version_per_node(train_worl
     is waited for, then skipped or registered without training), every stage trains once, and each node
     fingerprint has exactly one version."""
     model, name = unique("llavast-pipe-twice"), unique("pipe-twice")
+    experiments = set()
     for stage in (1, 2):
         raw = train_world.job(stage, f"{name}-s{stage}", model, train={"max_steps": 2, "checkpoint_every": 2},
                               init_from=f"models:/{model}@stage1" if stage == 2 else None,  # the pipeline sets it
                               compute={"cpus_per_worker": 0.5}).model_dump(mode="json")
         (tmp_path / f"stage{stage}.yaml").write_text(yaml.safe_dump(raw))
+        experiments.add(raw["tracking"]["experiment"])
     pipeline = {"kind": "pipeline", "name": name, "max_parallel": 1,
                 "tracking": {"uri": train_world.mlflow.uri, "experiment": f"{name}-exp"},
                 "nodes": [{"name": "stage1", "job": "stage1.yaml"},
@@ -77,8 +79,8 @@ def test_two_pipelines_started_together_register_one_version_per_node(train_worl
     versions = client.search_model_versions(f"name = '{model}'")
     fingerprints = [v.tags["llavast.node_fingerprint"] for v in versions]
     assert len(versions) == 2 and len(set(fingerprints)) == 2, [(v.version, v.tags) for v in versions]
-    experiment = client.get_experiment_by_name(f"{name}-exp")
-    stage_runs = [r for r in client.search_runs([experiment.experiment_id]) if "llavast.stage" in r.data.tags]
+    ids = [client.get_experiment_by_name(e).experiment_id for e in sorted(experiments)]  # the stages' experiments
+    stage_runs = [r for r in client.search_runs(ids) if "llavast.stage" in r.data.tags]
     assert sorted(r.data.tags["llavast.stage"] for r in stage_runs) == ["1", "2"]  # one MLflow run per stage
     for run in stage_runs:  # trained once: one loss point per step
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2], run.data.tags
