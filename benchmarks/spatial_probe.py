@@ -261,6 +261,32 @@ class Trained:
     seconds: float
 
 
+def train_steps(model: torch.nn.Module, samples: ProbeSet, collate: LlavaSTCollate, steps: int, lr: float,
+                decay_ratio: float, warmup_steps: int, batch_size: int, seed: int) -> Iterator[tuple[int, float]]:
+    """The probes' plain loop: AdamW, the platform's lr schedule (warm-up, constant, a cosine over the last
+    `decay_ratio` of the steps), clip 1.0, shuffled batches of `samples`; yields (step, loss) after each step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    decay_from = max(warmup_steps, steps - math.ceil(steps * decay_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_factor(s, steps, warmup_steps, decay_from))
+    rng = np.random.default_rng(seed)
+    model.train()
+    step = 0
+    while step < steps:
+        for inputs, _ in batches(samples, batch_size, collate, rng, shuffle=True):
+            loss = model(**inputs).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            yield step, loss.item()
+            if step >= steps:
+                return
+
+
 def train(recipe: Recipe, base: Path, workdir: Path, log_every: int = 0) -> Trained:
     """Train the untrained tiny base on one recipe's images (AdamW, the platform's lr schedule, clip 1.0)."""
     torch.manual_seed(recipe.seed)
@@ -272,32 +298,16 @@ def train(recipe: Recipe, base: Path, workdir: Path, log_every: int = 0) -> Trai
     samples = held_out if memorise else make_set(
         recipe.task, recipe.train_images, recipe.seed, workdir, tokenizer, model.config, recipe.radius,
         recipe.single_share, recipe.same_shape)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
-    decay_from = max(recipe.warmup_steps, recipe.steps - math.ceil(recipe.steps * recipe.decay_ratio))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_factor(s, recipe.steps, recipe.warmup_steps, decay_from))
-    rng = np.random.default_rng(recipe.seed)
-    model.train()
     losses, window = [], []
-    step, started = 0, time.perf_counter()
-    while step < recipe.steps:
-        for inputs, _ in batches(samples, recipe.batch_size, collate, rng, shuffle=True):
-            loss = model(**inputs).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            window.append(loss.item())
-            step += 1
-            if step % 50 == 0:
-                losses.append(round(float(np.mean(window)), 4))
-                window = []
-                if log_every and step % log_every == 0:
-                    print(f"  step {step}: loss {losses[-1]}", flush=True)
-            if step >= recipe.steps:
-                break
+    started = time.perf_counter()
+    for step, loss in train_steps(model, samples, collate, recipe.steps, recipe.lr, recipe.decay_ratio,
+                                  recipe.warmup_steps, recipe.batch_size, recipe.seed):
+        window.append(loss)
+        if step % 50 == 0:
+            losses.append(round(float(np.mean(window)), 4))
+            window = []
+            if log_every and step % log_every == 0:
+                print(f"  step {step}: loss {losses[-1]}", flush=True)
     model.eval()
     return Trained(model, collate, samples, held_out, losses, time.perf_counter() - started)
 

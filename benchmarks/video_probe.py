@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import tempfile
 import time
@@ -28,7 +27,7 @@ import torch
 from safetensors.torch import load_file
 
 import model_zoo
-from benchmarks.spatial_probe import ProbeSet, batches, build_model, predict, tiny_base
+from benchmarks.spatial_probe import ProbeSet, batches, build_model, predict, tiny_base, train_steps
 from llavast.data.collate import LlavaSTCollate
 from llavast.data.manifest import SCHEMA, VARIABLE_KEYS
 from llavast.data.pipeline import PrepareSamples
@@ -36,7 +35,6 @@ from llavast.data.synth import SINGLE_VIDEO_RADIUS, Coords, SynthSpec, Video, mo
 from llavast.data.synth_media import encode_mp4, render_frame
 from llavast.evaluate.metrics import box_iou
 from llavast.storage import StorageOptions
-from llavast.train.optim import cosine_factor
 from model_zoo.contract import MediaKind
 
 SPEC = SynthSpec()  # 96 x 64 frames, N = 4 (the tiny model's)
@@ -121,28 +119,13 @@ def run(init: Path | None, base: Path, work: Path, steps: int, clips: int, lr: f
     train = make_set("single", clips, 0, work, tokenizer, model.config, stvg_share)
     single, pair = (make_set(kind, 100, seed, work, tokenizer, model.config) for kind, seed in
                     (("single", 1000), ("pair", 2000)))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    decay_from = steps - math.ceil(steps * DECAY_RATIO)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, steps, 20, decay_from))
     curve = [{"step": 0, "single": tube_miou(model, single, collate), "pair": tube_miou(model, pair, collate)}]
-    rng, step, started = np.random.default_rng(0), 0, time.perf_counter()
-    model.train()
-    while step < steps:
-        for inputs, _ in batches(train, 8, collate, rng, shuffle=True):
-            loss = model(**inputs).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            if step % eval_every == 0 or step == steps:
-                curve.append({"step": step, "loss": round(loss.item(), 4),
-                              "single": tube_miou(model, single, collate), "pair": tube_miou(model, pair, collate)})
-                print(curve[-1], flush=True)
-            if step >= steps:
-                break
+    started = time.perf_counter()
+    for step, loss in train_steps(model, train, collate, steps, lr, DECAY_RATIO, 20, 8, 0):
+        if step % eval_every == 0 or step == steps:
+            curve.append({"step": step, "loss": round(loss, 4),
+                          "single": tube_miou(model, single, collate), "pair": tube_miou(model, pair, collate)})
+            print(curve[-1], flush=True)
     return {"init": str(init) if init else "untrained", "steps": steps, "clips": clips, "lr": lr,
             "stvg_share": stvg_share, "radius": list(SINGLE_VIDEO_RADIUS), "curve": curve,
             "constant": {"single": constant_miou(train, single), "pair": constant_miou(train, pair)},
