@@ -37,16 +37,17 @@ import model_zoo
 from llavast.data.collate import LlavaSTCollate
 from llavast.data.manifest import SCHEMA, VARIABLE_KEYS
 from llavast.data.pipeline import PrepareSamples
-from llavast.data.synth import Coords, SynthSpec, shape_pair
+from llavast.data.prompts import REC_PROMPTS
 from llavast.data.synth_media import COLOURS, SHAPES, MovingObject, encode_image, render_frame
+from llavast.data.synth_records import Coords
+from llavast.data.synth_video import SynthSpec, shape_pair
 from llavast.evaluate.metrics import box_iou
-from llavast.evaluate.prompts import REC_PROMPTS
 from llavast.storage import StorageOptions
 from llavast.train.optim import cosine_factor
 from model_zoo.contract import IGNORE_INDEX, MediaKind
 from model_zoo.llava_st.vocab import quantize_values
 
-WIDTH, HEIGHT = 96, 64  # the synthetic media's frame (data/synth.py SynthSpec)
+WIDTH, HEIGHT = 96, 64  # the synthetic media's frame (data/synth_video.py SynthSpec)
 TASKS = ("side", "height", "rec", "rec2")
 
 
@@ -88,7 +89,7 @@ def _scenes(rng: np.random.Generator, n: int, task: str, radius: tuple[int, int]
             same_shape: bool) -> list[list[MovingObject]]:
     """n scenes, each the shapes in drawing order, the one asked about last (drawn on top, so its box is its
     drawn pixels). One shape of half-size `radius`; for rec2, a scene is two shapes of the synthetic data's
-    5-8 px (`synth.shape_pair`: other colours, other shapes) except a `single_share` of single shapes. For the
+    5-8 px (`synth_video.shape_pair`: other colours, other shapes) except a `single_share` of single shapes. For the
     side/height probes the centre stays a radius away from the middle line: every answer is unambiguous.
     `same_shape`: every single shape a red square, so images differ only in where it is (and its size)."""
     out: list[list[MovingObject]] = []

@@ -3,11 +3,12 @@
 What runs is the production path of `llavast/train/loop.py` in one process (world size 1): the stage policy
 (`resolve_policy`: stage 2 trains LoRA + STP + LAPE, LAPE on), LoRA injected with `add_lora` and frozen per
 `contract.apply_stage` (as `build_stage_model` does for a stage without a parent artifact, but from a config
-rather than a checkpoint directory, so the 7B shapes need no 30 GB file), `optimizer_groups` ->
-`build_optimizer` -> `cosine_with_warmup`, `deepspeed_config` around `EngineRoot(model)`, and each micro-step
-is `llavast.train.step.micro_step`. Only the data is synthetic: `grad_accum` video micro-batches built once
-(random text ids, the visual block of `visual_token_count` media tokens, coordinate placeholders in and out
-with random values, random frames), already on the device, so the timing is the step alone, not the stream.
+rather than a checkpoint directory, so the 7B shapes need no 30 GB file), the worker's DeepSpeed engine
+(`llavast.train.engine.build_engine`: the optimizer groups, AdamW, the schedule and the DeepSpeed config), and
+each micro-step is `llavast.train.step.micro_step`. Only the data is synthetic: `grad_accum` video
+micro-batches built once (random text ids, the visual block of `visual_token_count` media tokens, coordinate
+placeholders in and out with random values, random frames), already on the device, so the timing is the step
+alone, not the stream.
 
 Shapes: `tiny` is the test preset (`model_zoo.llava_st.tiny_config`); `7b` is SigLIP-so400m-patch14-384 +
 Qwen2-7B (the `LlavaSTConfig` defaults) at N = 100 frames (2520 visual tokens per video).
@@ -231,11 +232,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     import model_zoo
     from llavast.config.stage import DeepSpeedSection, LoraSection, TrainSection
-    from llavast.train.ds_config import deepspeed_config
+    from llavast.train.engine import build_engine
     from llavast.train.lora import LoraSpec, add_lora
-    from llavast.train.optim import build_optimizer, cosine_with_warmup, optimizer_groups
     from llavast.train.policy import resolve_policy
-    from llavast.train.step import EngineRoot, micro_step, register_external_parameters
+    from llavast.train.step import micro_step
 
     use_gpu = torch.cuda.is_available()
     device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
@@ -274,15 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # DeepSpeed exactly as the worker builds it.
     total_steps = args.warmup + args.steps
-    groups = optimizer_groups(model, contract, policy, train)
-    optimizer = build_optimizer(groups)
-    scheduler = cosine_with_warmup(optimizer, total_steps, train.warmup_ratio)
-    if args.zero == 3:
-        register_external_parameters(model)
-    ds_config = deepspeed_config(ds, train, use_gpu=use_gpu,
-                                 trainable_numel=sum(p.numel() for g in groups for p in g["params"]))
-    engine, _, _, _ = deepspeed.initialize(model=EngineRoot(model), optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=ds_config)
+    engine = build_engine(model, contract, policy, train, ds, total_steps, use_gpu)
 
     step_s, cpu_s, losses, tokens, targets, samples = [], [], [], 0, 0, 0
     for step in range(total_steps):
@@ -330,7 +322,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "lape_init": config.lape_init,
                   "visual_tokens": config.video_seq_len, "seq_len": batches[0].inputs["input_ids"].shape[1],
                   "lora_r": lora.r, "gradient_checkpointing": train.gradient_checkpointing,
-                  "model_build_s": build_s, "ds_config": ds_config},
+                  "model_build_s": build_s, "ds_config": engine.config},
         "params": {"by_group": params, "total": sum(params.values()),
                    "trainable": trainable_numel},
         "results": {"steps_timed": len(step_s), "step_seconds": step_s,

@@ -1,9 +1,9 @@
 """Video probe: does the tiny LLaVA-ST learn to box a shape on each frame of a video? (the video warm-up)
 
 Like `benchmarks.spatial_probe` for images: the project's model, tokenizer, data path (`PrepareSamples` and
-`LlavaSTCollate` in-process) and synthetic generator (`synth.Video` tubes on the sampled frames, H.264 clips)
+`LlavaSTCollate` in-process) and synthetic generator (`synth_video.Video` tubes on the sampled frames, H.264 clips)
 in a plain torch loop, one thread. It trains on the video warm-up's data (one moving shape of half-size
-`synth.SINGLE_VIDEO_RADIUS`, asked as SVG and, for half of the clips, as STVG) starting from a given checkpoint
+`synth_video.SINGLE_VIDEO_RADIUS`, asked as SVG and, for half of the clips, as STVG) starting from a given checkpoint
 (`--init`: a stage artifact folder, e.g. the learning run's stage-2 version; without it, the untrained base;
 `--steps 0` scores the artifact as it is) and scores, teacher-forced, each tube box's IoU on held-out clips of:
 - one moving shape, as trained (SVG form: the span given);
@@ -31,8 +31,9 @@ from benchmarks.spatial_probe import ProbeSet, batches, build_model, predict, ti
 from llavast.data.collate import LlavaSTCollate
 from llavast.data.manifest import SCHEMA, VARIABLE_KEYS
 from llavast.data.pipeline import PrepareSamples
-from llavast.data.synth import SINGLE_VIDEO_RADIUS, Coords, SynthSpec, Video, moving_single, shape_pair
 from llavast.data.synth_media import encode_mp4, render_frame
+from llavast.data.synth_records import Coords
+from llavast.data.synth_video import SINGLE_VIDEO_RADIUS, SynthSpec, Video, moving_single, shape_pair
 from llavast.evaluate.metrics import box_iou
 from llavast.storage import StorageOptions
 from model_zoo.contract import MediaKind

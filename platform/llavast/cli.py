@@ -269,9 +269,9 @@ def plan(job_file: Annotated[Path, typer.Argument(help="Job YAML.")], set_: SetO
         _plan_sweep(job)
         return
     if job.kind != "pipeline":
-        from llavast.orchestrate.executors import node_resources
+        from llavast.config.resources import job_resources
 
-        console.print(f"{job.kind} job {job.name}: needs {_resources(node_resources(job))}")
+        console.print(f"{job.kind} job {job.name}: needs {_resources(job_resources(job))}")
         return
     from llavast.orchestrate.dag import forced_nodes
 
@@ -306,7 +306,7 @@ def _plan_sweep(job: Any) -> None:
     and how many trials run at once on this machine's CPUs."""
     import os
 
-    from llavast.tune.sweep import plan_sweep
+    from llavast.tune.plan import plan_sweep
 
     plan = plan_sweep(job, {"CPU": float(os.cpu_count() or 1)})
     console.print(_rows_table(plan.rows, title=f"sweep {job.name}: {len(plan.space.valid)} valid point(s)"))
@@ -323,8 +323,10 @@ def _plan_sweep(job: Any) -> None:
 
 def _run_sweep(job: Any, write_best: Path | None) -> None:
     """A sweep, with its progress on one status line, then the trials table, best first."""
+    from llavast.tune.best import best_parameters
     from llavast.tune.best import write_best as write
-    from llavast.tune.sweep import PROGRESS_LOGGER, best_parameters, run_sweep
+    from llavast.tune.sweep import run_sweep
+    from llavast.tune.tuner import PROGRESS_LOGGER
 
     with console.status(f"sweep {job.name}: starting") as status:
         class _Status(logging.Handler):
@@ -549,8 +551,6 @@ app.add_typer(registry_app, name="registry")
 TrackingOpt = Annotated[str, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
                                           help="The MLflow server (default: the one `llavast services up` and "
                                                "`make demo` start).")]
-LINEAGE_TAGS = ("llavast.stage", "llavast.parent_version", "llavast.init_from", "llavast.data_manifest",
-                "llavast.fingerprint")
 
 
 @registry_app.command("list")
@@ -558,7 +558,7 @@ def registry_list(tracking_uri: TrackingOpt = LOCAL_MLFLOW_URI,
                   model: Annotated[str | None, typer.Argument(help="A registered model (default: all).")] = None
                   ) -> None:
     """Registered models, or one model's versions with their aliases and lineage."""
-    from llavast.tracking import Tracker
+    from llavast.tracking import Tracker, tags
     from llavast.tracking.catalog import list_models, list_versions
 
     tracker = Tracker(tracking_uri)
@@ -574,8 +574,8 @@ def registry_list(tracking_uri: TrackingOpt = LOCAL_MLFLOW_URI,
     for column in ("version", "aliases", "stage", "parent", "fingerprint", "source"):
         table.add_column(column, overflow="fold")
     for v in list_versions(tracker, model):
-        table.add_row(v.version, ", ".join(v.aliases), v.tags.get("llavast.stage", ""),
-                      v.tags.get("llavast.parent_version", ""), v.tags.get("llavast.fingerprint", "")[:12], v.source)
+        table.add_row(v.version, ", ".join(v.aliases), v.tags.get(tags.STAGE, ""),
+                      v.tags.get(tags.PARENT_VERSION, ""), v.tags.get(tags.FINGERPRINT, "")[:12], v.source)
     console.print(table)
 
 

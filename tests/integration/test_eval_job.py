@@ -18,10 +18,10 @@ from llavast import storage
 from llavast.config.eval import EvalJobConfig
 from llavast.data.synth import SynthSpec, synthesize
 from llavast.evaluate.job import run_eval_job
-from llavast.evaluate.runner import load_model_for_eval, resolve_source
-from llavast.tracking import RUN_NAME_TAG, Tracker, register_stage_artifact
+from llavast.evaluate.model import load_model_for_eval, resolve_source
+from llavast.tracking import Tracker, register_stage_artifact
+from llavast.tracking.tags import RUN_NAME
 from llavast.train.artifact import StageArtifact, config_dict, write_artifact
-from llavast.train.files import upload_dir
 from llavast.train.lora import LoraSpec, add_lora, merge_lora
 from model_zoo.llava_st import build_tiny_checkpoint
 from tests.fixtures.train import unique
@@ -54,14 +54,14 @@ def world(tmp_path_factory, s3_server, ray_local, mlflow_server):
         weights=contract.export_weights(model, contract.carried_groups), lora=contract.export_weights(model, {"lora"}),
         lora_spec=spec, config=config_dict(model.config))
     artifact_uri = f"{bucket}/artifacts/stage2"
-    upload_dir(write_artifact(Path(tempfile.mkdtemp()) / "artifact", artifact, tokenizer), artifact_uri,
+    storage.upload_dir(write_artifact(Path(tempfile.mkdtemp()) / "artifact", artifact, tokenizer), artifact_uri,
                s3_server.options)
     merge_lora(model)
     tracker = Tracker(mlflow_server.uri)
     name = unique("eval-model")
     run_id = tracker.ensure_run(unique("eval-stages"), run_key=unique("stage2"), run_name="stage2")
     version = register_stage_artifact(tracker, name, artifact_uri, alias="stage2", run_id=run_id,
-                                      tags={RUN_NAME_TAG: unique("stage2")})
+                                      tags={RUN_NAME: unique("stage2")})
     return {"base": base, "bucket": bucket, "benchmark": synth.benchmark, "root": f"{bucket}/st-align",
             "model": name, "version": version, "merged": model, "tracker": tracker, "s3": s3_server}
 

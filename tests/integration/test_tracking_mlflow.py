@@ -17,7 +17,6 @@ from llavast.errors import TrackingError
 from llavast.services import MlflowServer, free_port
 from llavast.storage import StorageOptions
 from llavast.tracking import (
-    RUN_NAME_TAG,
     UNSENT_DIR,
     Backoff,
     MetricsLogger,
@@ -32,6 +31,7 @@ from llavast.tracking import (
     save_unsent,
     system_metrics,
 )
+from llavast.tracking.tags import RUN_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -94,11 +94,11 @@ def test_registering_the_same_stage_run_again_returns_its_version(mlflow_server:
     tracker = Tracker(mlflow_server.uri)
     model = _name("llavast")
     run = tracker.ensure_run(_name("exp"), run_key=_name("k"), run_name="stage1")
-    lineage = {"llavast.stage": "1", RUN_NAME_TAG: "demo-stage1-0123456789ab"}
+    lineage = {"llavast.stage": "1", RUN_NAME: "demo-stage1-0123456789ab"}
     first = register_stage_artifact(tracker, model, "s3://b/artifacts/demo-stage1", alias="stage1", run_id=run,
                                     tags=lineage)
     other = register_stage_artifact(tracker, model, "s3://b/artifacts/other", alias="stage1", run_id=run,
-                                    tags={"llavast.stage": "1", RUN_NAME_TAG: "other-stage1-ba9876543210"})
+                                    tags={"llavast.stage": "1", RUN_NAME: "other-stage1-ba9876543210"})
     again = register_stage_artifact(tracker, model, "s3://b/artifacts/demo-stage1", alias="stage1", run_id=run,
                                     tags={**lineage, "llavast.node_fingerprint": "f00d"})
     assert (first, other, again) == ("1", "2", "1")

@@ -23,7 +23,6 @@ from llavast.config.stage import StageJobConfig
 from llavast.data.manifest import read_summary, summary_digest
 from llavast.tracking import Tracker
 from llavast.train.artifact import read_artifact
-from llavast.train.files import download_dir
 from llavast.train.run import StageResult, run_stage
 from tests.fixtures import callbacks
 from tests.fixtures.train import TrainWorld, unique
@@ -105,7 +104,7 @@ def test_stp_and_lape_carry_over_and_lora_merges(chain: Chain, train_world: Trai
     assert torch.allclose(s3.before[f"{q}.base_layer.weight"], w0 + (8 / 4) * b @ a, atol=1e-6)
     assert torch.count_nonzero(s3.before[f"{q}.lora_B.default.weight"]) == 0
     # The artifact is loadable without DeepSpeed and holds exactly what stage 3 ended with.
-    local = download_dir(s3.result.artifact_uri, train_world.s3.options, tmp_path)
+    local = storage.download_dir(s3.result.artifact_uri, train_world.s3.options, tmp_path)
     artifact = read_artifact(local)
     assert artifact.manifest["stage"] == 3 and len(artifact.merged) == 1
     for name, value in {**artifact.weights, **(artifact.lora or {})}.items():
@@ -197,7 +196,7 @@ def test_zero3_stage2_exports_full_lora(chain: Chain, train_world: TrainWorld, t
              deepspeed={"zero_stage": 3, "param_persistence_threshold": 0})
     changed = _changed_groups(s.before, s.after)  # gathered from the ZeRO-3 shards
     assert {g for g, flags in changed.items() if flags == {True}} == POLICY[2]
-    artifact = read_artifact(download_dir(s.result.artifact_uri, train_world.s3.options, tmp_path / "dl"))
+    artifact = read_artifact(storage.download_dir(s.result.artifact_uri, train_world.s3.options, tmp_path / "dl"))
     assert artifact.lora and artifact.lora_spec is not None and artifact.lora_spec.r == 4
     base = model_zoo.build("llava_st", str(train_world.base))
     linears = {n: m for n, m in base.named_modules() if isinstance(m, torch.nn.Linear)

@@ -31,7 +31,8 @@ from llavast import storage
 from llavast.config.loader import load_job
 from llavast.data.index import build_index
 from llavast.data.synth import SynthSpec, synthesize
-from llavast.tune.sweep import best_parameters, sweep_key
+from llavast.tune.best import best_parameters
+from llavast.tune.plan import sweep_key
 from model_zoo.llava_st import build_tiny_checkpoint
 from tests.fixtures.train import unique
 

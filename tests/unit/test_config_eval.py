@@ -10,9 +10,10 @@ from typer.testing import CliRunner
 from llavast.cli import app
 from llavast.config.eval import EvalJobConfig
 from llavast.config.loader import load_job
+from llavast.config.resources import job_resources
 from llavast.errors import ConfigError
 from llavast.orchestrate.dag import Node, NodeResult, Status
-from llavast.orchestrate.executors import EvalExecutor, node_resources
+from llavast.orchestrate.executors import EvalExecutor
 from tests.unit.test_config_jobs import STAGE
 
 EVAL = """\
@@ -92,7 +93,7 @@ def test_an_eval_node_evaluates_a_stage_node_it_depends_on(tmp_path):
 def test_eval_resources_are_its_actors_and_decoders(tmp_path):
     job = load_job(_write(tmp_path, "eval.yaml", EVAL + "compute: {num_actors: 4, gpus_per_actor: 1, "
                                                         "cpus_per_actor: 2}\ndecode: {decode_concurrency: 2}\n"))
-    assert node_resources(job) == {"CPU": 4 * 2 + 2 * 1.0, "GPU": 4}
+    assert job_resources(job) == {"CPU": 4 * 2 + 2 * 1.0, "GPU": 4}
 
 
 def test_llavast_eval_takes_a_job_file_as_its_default_command(tmp_path):

@@ -22,9 +22,9 @@ def test_every_shipped_job_validates(path):
     job = load_job(path)
     assert job.kind in ("stage", "synth", "index", "eval", "sweep", "pipeline")
     if job.kind == "sweep":  # its base stage jobs validate too
-        from llavast.tune.sweep import load_base
+        from llavast.config.loader import load_sweep_stages
 
-        assert all(stage.kind == "stage" for stage in load_base(job))
+        assert all(stage.kind == "stage" for stage in load_sweep_stages(job))
 
 
 def test_paper_run_shapes():

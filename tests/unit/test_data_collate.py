@@ -83,6 +83,15 @@ def test_prepare_and_collate(setup) -> None:
     assert values.dtype == torch.float64
     assert sorted(values[values != 0].tolist()) == sorted(v for vs in rows[0]["variables"].values() for v in vs if v)
 
+    # for generation the same rows pad on the left: every prompt ends in the last column
+    left = LlavaSTCollate(tokenizer.pad_token_id, config.image_size, padding_side="left")(prepared).inputs
+    width = x["input_ids"].shape[1]
+    for i, n in enumerate(lengths.tolist()):
+        assert (left["attention_mask"][i, width - n:] == 1).all() and (left["attention_mask"][i, :width - n] == 0).all()
+        for key in ("input_ids", "labels", "coord_values"):
+            assert torch.equal(left[key][i, width - n:], x[key][i, :n])
+    assert torch.equal(left["pixel_values"], x["pixel_values"])
+
     # Ray hands the collate multi-chunk, sliced tables: same result
     chunked = pa.concat_tables([prepared.slice(0, 1), prepared.slice(1, 3), prepared.slice(4)])
     again = LlavaSTCollate(tokenizer.pad_token_id, config.image_size)(chunked)

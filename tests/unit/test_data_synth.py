@@ -16,14 +16,15 @@ from llavast.config.loader import parse_job
 from llavast.data.annotations import load_mixture, read_annotations
 from llavast.data.benchmark import to_training_record
 from llavast.data.media import frame_indices
+from llavast.data.prompts import INSTRUCTIONS
 from llavast.data.records import Task
-from llavast.data.synth import JSONL_SOURCES, SINGLE_SOURCES, SINGLE_VIDEO_RADIUS, SOURCES, SynthSpec, synthesize
+from llavast.data.synth import JSONL_SOURCES, SINGLE_SOURCES, SOURCES, SynthSpec, synthesize
 from llavast.data.synth_media import BACKGROUND
+from llavast.data.synth_video import SINGLE_VIDEO_RADIUS
 from llavast.data.tasks import detect_task
 from llavast.data.validate import validate_record
 from llavast.errors import ConfigError
 from llavast.evaluate.benchmarks import RECSample, TVGSample, read_benchmark, read_st_align
-from llavast.evaluate.prompts import INSTRUCTIONS
 from llavast.evaluate.render import render_answer
 from llavast.evaluate.score import score
 from llavast.storage import StorageOptions
@@ -196,8 +197,8 @@ def test_num_frames_below_one_is_refused() -> None:
 
 def test_training_questions_of_benchmark_tasks_use_the_benchmark_prompt_forms(synth_root: str) -> None:
     """A small model answers only the phrasings it trained on: TVG, REC and STVG training questions are asked in
-    the forms the eval prompts use (evaluate/prompts.py), about the object their answer locates."""
-    from llavast.evaluate.prompts import REC_PROMPTS, TVG_PROMPT
+    the forms the eval prompts use (data/prompts.py), about the object their answer locates."""
+    from llavast.data.prompts import REC_PROMPTS, TVG_PROMPT
 
     root = storage.parse(synth_root).path
     tvg_head, tvg_tail = TVG_PROMPT.split("{caption}")

@@ -52,6 +52,23 @@ def test_layout_matches_chat_template_and_labels_cover_answers(setup) -> None:
     assert np.array_equal(sample.labels[learned], sample.input_ids[learned])  # not shifted
 
 
+def test_a_prompt_ends_with_the_generation_header(setup) -> None:
+    """A conversation without an assistant turn (an eval prompt) is what the chat template gives with
+    `add_generation_prompt`: the model's answer starts right after `<|im_start|>assistant\\n`; nothing is learned."""
+    tokenizer, config = setup
+    prompt = CONV[:1]
+    sample = ConversationTokenizer(tokenizer, config, max_length=4096)(prompt, VARS, MediaKind.VIDEO)
+    ids = sample.input_ids.tolist()
+    first = ids.index(config.video_token_id)
+    collapsed = ids[:first + 1] + ids[first + config.video_seq_len:]
+    messages = [{"role": "user", "content": prompt[0]["value"]}]
+    assert tokenizer.decode(collapsed) == tokenizer.apply_chat_template(messages, tokenize=False,
+                                                                        add_generation_prompt=True)
+    assert (sample.labels == IGNORE).all()
+    trained = ConversationTokenizer(tokenizer, config, max_length=4096)(CONV[:2], VARS, MediaKind.VIDEO)
+    assert trained.input_ids.tolist()[:len(ids)] == ids  # with an answer: the same header, then the answer
+
+
 def test_release_label_mask_learns_headers_and_every_template_token(setup) -> None:
     """`label_mask: release` (LLaVA-NeXT preprocess_qwen): each assistant turn whole, header included, and
     every <|im_start|>, <|im_end|> and standalone newline of the system and user turns; never visual tokens."""

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from llavast import storage
+from llavast.data.prompts import REC_PROMPTS, SPAN_PHRASES
 from llavast.data.records import VARIABLE_KEYS
 from llavast.data.synth import SynthSpec, synthesize
 from llavast.data.synth_media import COLOURS, SHAPES
@@ -30,7 +31,7 @@ from llavast.evaluate.benchmarks import (
     read_st_align,
 )
 from llavast.evaluate.metrics import frame_to_time
-from llavast.evaluate.prompts import REC_PROMPTS, SPAN_PHRASES, build_prompt, sample_rng
+from llavast.evaluate.prompts import build_prompt, sample_rng
 from llavast.storage import StorageOptions
 from model_zoo.contract import PLACEHOLDER_VARIABLES, MediaKind
 from model_zoo.llava_st import build_tiny_tokenizer, tiny_config

@@ -13,9 +13,11 @@ from llavast.data.manifest import SCHEMA
 from llavast.data.synth_media import encode_image
 from llavast.evaluate.answers import CoordinateBins
 from llavast.evaluate.benchmarks import read_benchmark
+from llavast.evaluate.figures import figures
+from llavast.evaluate.model import ModelSource
 from llavast.evaluate.prompts import build_prompts
 from llavast.evaluate.render import truth_answer
-from llavast.evaluate.runner import EvalRun, ModelSource, TaskRun, figures, prompt_rows
+from llavast.evaluate.runner import EvalRun, TaskRun, prompt_rows
 from llavast.evaluate.score import score
 from llavast.storage import StorageOptions
 

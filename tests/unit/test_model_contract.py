@@ -109,12 +109,6 @@ def test_ignore_index_and_media_kind_are_defined_once():
     assert media == [MODEL_ZOO / "contract.py"]
 
 
-def test_config_does_not_import_orchestrate():
-    offenders = [(path.name, name) for path, tree in _modules(PLATFORM / "config") for name in _imports(tree)
-                 if name == "llavast.orchestrate" or name.startswith("llavast.orchestrate.")]
-    assert offenders == []
-
-
 def test_the_platform_reaches_models_only_through_the_contract():
     """`model_zoo` (the registry) and `model_zoo.contract` only: never a model's package such as llava_st."""
     internals = {p.name for p in MODEL_ZOO.iterdir() if (p / "__init__.py").is_file()}

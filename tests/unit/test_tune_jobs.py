@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from llavast.config.loader import load_job
+from llavast.config.loader import load_job, load_sweep_stages
+from llavast.config.resources import trial_resources
 from llavast.errors import ConfigError
 from llavast.orchestrate.dag import Node, NodeResult, Status
 from llavast.orchestrate.executors import StageExecutor
 from llavast.tune.best import write_best
-from llavast.tune.sweep import concurrency, load_base, trial_needs
+from llavast.tune.plan import concurrency
 from llavast.tune.trial import TrialSpec, trial_job, trial_point
 from llavast.tune.validation import objective_value
 
@@ -61,7 +62,7 @@ def _spec(stages, points) -> TrialSpec:
 def test_trial_jobs_carry_the_point_the_trial_name_and_nesting(tmp_path):
     _write_stages(tmp_path)
     sweep = load_job(_sweep(tmp_path, "[{job: jobs/stage1.yaml, set: {train.max_steps: 7}}, {job: jobs/stage2.yaml}]"))
-    stages = load_base(sweep)
+    stages = load_sweep_stages(sweep)
     assert stages[0].train.max_steps == 7 and stages[1].train.stage == 2
     spec = _spec(stages, {"k1=3,m_t=20": {"k1": 3, "m_t": 20}})
     point = trial_point({"point": "k1=3,m_t=20", "lr": 3e-4}, spec)
@@ -82,17 +83,17 @@ def test_base_stages_must_share_the_base_checkpoint_and_be_stages(tmp_path):
     other = tmp_path / "jobs" / "other.yaml"
     other.write_text(STAGE.format(n=1, init="").replace("/models/base", "/models/other"))
     with pytest.raises(ConfigError, match="same model.base"):
-        load_base(load_job(_sweep(tmp_path, "[{job: jobs/stage1.yaml}, {job: jobs/other.yaml}]")))
+        load_sweep_stages(load_job(_sweep(tmp_path, "[{job: jobs/stage1.yaml}, {job: jobs/other.yaml}]")))
     synth = tmp_path / "jobs" / "synth.yaml"
     synth.write_text("kind: synth\nname: s\nout: /tmp/x\n")
     with pytest.raises(ConfigError, match="is a synth job; a sweep runs stages"):
-        load_base(load_job(_sweep(tmp_path, "[{job: jobs/synth.yaml}]")))
+        load_sweep_stages(load_job(_sweep(tmp_path, "[{job: jobs/synth.yaml}]")))
 
 
 def test_concurrency_is_set_by_the_scarcest_resource(tmp_path):
     _write_stages(tmp_path)
     sweep = load_job(_sweep(tmp_path, "[{job: jobs/stage1.yaml}, {job: jobs/stage2.yaml}]"))
-    needs = trial_needs(sweep, load_base(sweep))
+    needs = trial_resources(sweep, load_sweep_stages(sweep))
     # the largest stage's workers and decoders, the validation's decoder, the driver
     assert needs == {"CPU": 2 * (1.5 + 0.5) + 0.5 + 0.25}
     assert concurrency(needs, {"CPU": 17.0}, trials=8, name="sw") == 3

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveFloat, field_validator, model_validator
 
 from llavast.config.base import Section
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class TrackingBase(Section):
+    """The MLflow fields every job kind's `tracking` has: the server, the experiment, the run to nest under
+    (a pipeline's or a sweep's, set by the platform), and how long one MLflow call may take."""
+
+    uri: str
+    experiment: str
+    parent_run_id: str | None = None
+    timeout_s: PositiveFloat = 10.0
 
 
 class JobCommon(Section):

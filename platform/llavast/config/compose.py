@@ -61,31 +61,47 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
 
 
 def apply_sets(raw: dict[str, Any], assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply `--set` overrides. In a list of named items (pipeline `nodes`), a segment selects by name;
-    a mapping value merges into an existing section rather than replacing it."""
+    """Apply `--set key.path=value` overrides (the value parsed as YAML): `with_fields` on the parsed pairs."""
     result = copy.deepcopy(raw)
     for assignment in assignments:
         path, value = parse_set(assignment)
-        target: Any = result
-        for i, part in enumerate(path[:-1]):
-            where = ".".join(path[: i + 1])
-            if isinstance(target, list):
-                named = [item for item in target if isinstance(item, dict) and item.get("name") == part]
-                if not named:
-                    names = [item.get("name") for item in target if isinstance(item, dict)]
-                    raise ConfigError(f"--set {assignment}: no item named {part!r} at {where} (items: {names})")
-                target = named[0]
-            elif isinstance(target, dict):
-                target = target.setdefault(part, {})
-                if not isinstance(target, (dict, list)):
-                    raise ConfigError(f"--set {assignment}: {where} is a {type(target).__name__}, not a section")
-            else:
-                raise ConfigError(f"--set {assignment}: {where} is not a section")
-        if not isinstance(target, dict):
-            raise ConfigError(f"--set {assignment}: {'.'.join(path[:-1])} is not a section")
-        leaf = path[-1]
-        if isinstance(value, dict) and isinstance(target.get(leaf), dict):
-            target[leaf] = deep_merge(target[leaf], value)  # a mapping value merges into the section
-        else:
-            target[leaf] = value
+        _set_field(result, path, value, f"--set {assignment}")
     return result
+
+
+def with_fields(raw: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `raw` with each dotted key set to its value: how code changes a job (a sweep's trial, a tuned
+    stage, a pipeline node's `set`). In a list of named items (pipeline `nodes`), a segment selects by name;
+    a mapping value merges into an existing section rather than replacing it."""
+    result = copy.deepcopy(raw)
+    for key, value in fields.items():
+        path = key.split(".")
+        if any(not part for part in path):
+            raise ConfigError(f"{key}: empty segment in the key path")
+        _set_field(result, path, value, key)
+    return result
+
+
+def _set_field(result: dict[str, Any], path: list[str], value: Any, said: str) -> None:
+    target: Any = result
+    for i, part in enumerate(path[:-1]):
+        where = ".".join(path[: i + 1])
+        if isinstance(target, list):
+            named = [item for item in target if isinstance(item, dict) and item.get("name") == part]
+            if not named:
+                names = [item.get("name") for item in target if isinstance(item, dict)]
+                raise ConfigError(f"{said}: no item named {part!r} at {where} (items: {names})")
+            target = named[0]
+        elif isinstance(target, dict):
+            target = target.setdefault(part, {})
+            if not isinstance(target, (dict, list)):
+                raise ConfigError(f"{said}: {where} is a {type(target).__name__}, not a section")
+        else:
+            raise ConfigError(f"{said}: {where} is not a section")
+    if not isinstance(target, dict):
+        raise ConfigError(f"{said}: {'.'.join(path[:-1])} is not a section")
+    leaf = path[-1]
+    if isinstance(value, dict) and isinstance(target.get(leaf), dict):
+        target[leaf] = deep_merge(target[leaf], value)  # a mapping value merges into the section
+    else:
+        target[leaf] = copy.deepcopy(value)

@@ -20,7 +20,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 
 from llavast import storage
 from llavast.config.base import Section
-from llavast.config.common import JobCommon
+from llavast.config.common import JobCommon, TrackingBase
 from llavast.config.data import DecodeSection
 from llavast.storage import StorageOptions
 
@@ -93,7 +93,7 @@ class EvalComputeSection(Section):
     accelerator_type: str | None = None
 
 
-class EvalTrackingSection(Section):
+class EvalTrackingSection(TrackingBase):
     """The MLflow run of the evaluation, and what else it writes.
 
     The run (in `experiment`, nested under `parent_run_id`) holds the metrics as `<benchmark>/<task>/<key>`,
@@ -101,10 +101,6 @@ class EvalTrackingSection(Section):
     gets a tag `eval.<benchmark>.<task>.<key>` per metric, so versions compare side by side in the registry.
     """
 
-    uri: str
-    experiment: str
-    parent_run_id: str | None = None
-    timeout_s: PositiveFloat = 10.0
     pictures: NonNegativeInt = 4
     tag_version: bool = True
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from llavast.config.compose import apply_sets, deep_merge, resolve_extends
+from llavast.config.compose import apply_sets, deep_merge, resolve_extends, with_fields
 from llavast.config.data_jobs import IndexJobConfig, SynthJobConfig
 from llavast.config.eval import EvalJobConfig
 from llavast.config.graph import Node, check_graph
@@ -108,13 +108,30 @@ def anchor_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     return out
 
 
+def read_job_file(path: str | Path) -> dict[str, Any]:
+    """A job YAML after `extends:`, its relative paths anchored at its own folder."""
+    path = Path(path).resolve()
+    return anchor_paths(resolve_extends(read_yaml(path), path, read_yaml), path.parent)
+
+
 def read_job(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """The raw job mapping after `extends:`, path anchoring and `--set`, checked for literal secrets."""
-    path = Path(path)
-    raw = anchor_paths(resolve_extends(read_yaml(path), path, read_yaml), path.resolve().parent)
-    raw = anchor_paths(apply_sets(raw, sets), Path.cwd())  # --set paths are relative to where you type them
+    raw = anchor_paths(apply_sets(read_job_file(path), sets), Path.cwd())  # --set paths: where you type them
     check_secrets(raw, str(path))
     return raw
+
+
+def load_sub_job(raw: dict[str, Any], fields: dict[str, Any], fields_dir: Path, source: str,
+                 defaults: dict[str, Any] | None = None) -> BaseModel:
+    """A job inside another (a pipeline's node, a sweep's base stage): `defaults` of its kind < its own
+    mapping `raw` (paths already anchored) < the `fields` the outer job sets on it, whose relative paths
+    are relative to `fields_dir`."""
+    if defaults:
+        anchored = anchor_paths({"kind": raw.get("kind", "stage"), **defaults}, fields_dir)
+        raw = deep_merge({k: v for k, v in anchored.items() if k != "kind"}, raw)
+    raw = anchor_paths(with_fields(raw, fields), fields_dir)
+    check_secrets(raw, source)
+    return parse_job(raw, source=source)
 
 
 def load_job(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> BaseModel:
@@ -182,19 +199,14 @@ def resolve_pipeline(config: PipelineConfig, path: Path) -> ResolvedPipeline:
             job_path = (path.parent / node.job).resolve()
             if not job_path.is_file():
                 raise ConfigError(f"{where}.job: {node.job} does not exist (looked for {job_path})")
-            raw = anchor_paths(resolve_extends(read_yaml(job_path), job_path, read_yaml), job_path.parent)
-            source = f"{job_path} (node {node.name} of {path})"
+            raw, source = read_job_file(job_path), f"{job_path} (node {node.name} of {path})"
         else:
             raw, source = anchor_paths(dict(node.spec or {}), path.resolve().parent), f"{where}.spec"
-        kind = raw.get("kind", "stage")
-        defaults = anchor_paths({"kind": kind, **config.defaults.get(kind, {})}, path.resolve().parent)
-        raw = deep_merge({k: v for k, v in defaults.items() if k != "kind"}, raw)
-        raw = apply_sets(raw, [f"{key}={json.dumps(value)}" for key, value in node.set.items()])
-        raw = anchor_paths(raw, path.resolve().parent)  # a node's `set` paths are relative to the pipeline
-        check_secrets(raw, source)
-        if kind == "pipeline":
+        if raw.get("kind", "stage") == "pipeline":
             raise ConfigError(f"{where}: a node cannot be a pipeline")
-        jobs[node.name] = parse_job(raw, source=source)
+        # a node's `set` paths are relative to the pipeline
+        jobs[node.name] = load_sub_job(raw, node.set, path.resolve().parent, source,
+                                       config.defaults.get(raw.get("kind", "stage"), {}))
     check_graph([Node(n.name, n.depends_on) for n in config.nodes])
     for node in config.nodes:
         field = "model.version" if jobs[node.name].kind == "eval" else "model.init_from"
@@ -216,3 +228,21 @@ def resolve_pipeline(config: PipelineConfig, path: Path) -> ResolvedPipeline:
                                   f"{node.name} is a {jobs[node.name].kind} node and {node.tuned_by} a "
                                   f"{jobs[node.tuned_by].kind} node")
     return ResolvedPipeline(config=config, source=str(path), jobs=jobs)
+
+
+def load_sweep_stages(job: SweepJobConfig) -> tuple[StageJobConfig, ...]:
+    """A sweep's base stage jobs with their `set` fields (paths there are relative to the stage job's folder)."""
+    stages = []
+    for i, item in enumerate(job.base):
+        path = Path(item.job)
+        where = f"base.{i}.job"
+        if not path.is_file():
+            raise ConfigError(f"sweep {job.name}: {where}: {item.job} does not exist")
+        stage = load_sub_job(read_job_file(path), item.set, path.resolve().parent,
+                             f"{path} ({where} of sweep {job.name})")
+        if not isinstance(stage, StageJobConfig):
+            raise ConfigError(f"sweep {job.name}: {where}: {item.job} is a {stage.kind} job; a sweep runs stages")
+        if i > 0 and stage.model.base != stages[0].model.base:
+            raise ConfigError(f"sweep {job.name}: {where}: every stage must start from the same model.base")
+        stages.append(stage)
+    return tuple(stages)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from llavast.config.base import Section
-from llavast.config.common import JobCommon
+from llavast.config.common import JobCommon, TrackingBase
 
 NODE_REF = "node:"
 
@@ -42,11 +42,8 @@ class PipelineNode(Section):
         return self
 
 
-class PipelineTracking(Section):
+class PipelineTracking(TrackingBase):
     """Where the pipeline's parent run lives; each stage node's run is nested under it."""
-
-    uri: str
-    experiment: str
 
 
 class PipelineConfig(JobCommon):

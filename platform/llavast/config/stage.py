@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from llavast.config.base import Section
-from llavast.config.common import JobCommon
+from llavast.config.common import JobCommon, TrackingBase
 from llavast.config.data import DataConfig
 from llavast.storage import StorageOptions
 
@@ -127,7 +127,7 @@ class ComputeSection(Section):
         return self.gpus_per_worker > 0
 
 
-class TrackingSection(Section):
+class TrackingSection(TrackingBase):
     """The MLflow server, the experiment holding one run per stage, and the registered model.
 
     `system_metrics_interval_s`: every node that trains samples MLflow's system metrics (CPU, memory, disk,
@@ -135,30 +135,19 @@ class TrackingSection(Section):
     Like `parent_run_id`, it is not part of the config fingerprint: changing it keeps the stage's run.
     """
 
-    uri: str
-    experiment: str
     registered_model: str
-    parent_run_id: str | None = None
-    timeout_s: PositiveFloat = 10.0
     system_metrics_interval_s: NonNegativeFloat = 10.0
 
 
-class StorageSection(Section):
-    """Object storage for Ray Train runs, resume checkpoints and stage artifacts (s3://, file://, path)."""
+class StorageSection(StorageOptions):
+    """Object storage for Ray Train runs, resume checkpoints and stage artifacts (s3://, file://, path): the
+    `root`, and how to reach it (`StorageOptions`: endpoint and region, the same fields every job kind has)."""
 
     root: str
-    endpoint_url: str | None = None
-    region: str | None = None
 
     @property
     def options(self) -> StorageOptions:
         return StorageOptions(endpoint_url=self.endpoint_url, region=self.region)
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint_is_http(cls, value: str | None) -> str | None:
-        StorageOptions(endpoint_url=value)
-        return value
 
 
 class StageJobConfig(JobCommon):

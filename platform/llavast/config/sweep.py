@@ -26,10 +26,12 @@ from typing import Any, Literal
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from llavast.config.base import Section
-from llavast.config.common import JobCommon
+from llavast.config.common import JobCommon, TrackingBase
 from llavast.config.stage import StorageSection
-from llavast.tune.space import CONTINUOUS, MODEL_PARAMETERS, PARAMETERS
 
+MODEL_PARAMETERS = ("m_t", "m_h", "m_w", "k1", "k2", "sigma")  # model.overrides
+PARAMETERS = (*MODEL_PARAMETERS, "lr", "lora_r")  # lr -> train.lr, lora_r -> lora.r
+CONTINUOUS = ("lr",)  # the parameters that may take a range instead of values
 VALIDATION_TASKS = ("stvg", "svg", "tvg", "rec")
 AUTO_OBJECTIVE = {"stvg": "mean_tIoU_sIoU", "svg": "m_sIoU", "tvg": "mIoU", "rec": "Acc@0.5"}
 
@@ -131,14 +133,9 @@ class SweepComputeSection(Section):
     max_failures: int = Field(default=0, ge=0)
 
 
-class SweepTracking(Section):
+class SweepTracking(TrackingBase):
     """The sweep's parent MLflow run (nested under `parent_run_id`: a pipeline's run), with one child run per
     trial (each stage's run nested under it)."""
-
-    uri: str
-    experiment: str
-    parent_run_id: str | None = None
-    timeout_s: PositiveFloat = 10.0
 
 
 class SweepJobConfig(JobCommon):

@@ -1,10 +1,11 @@
 """The last step: sample rows -> the model's batch, plus the count of samples the pipeline dropped.
 
 `iter_batches(dataset, ...)` wraps `iter_torch_batches` with `LlavaSTCollate`, which pads and stacks
-every row (a dropped sample arrives as a target-less stand-in of its media kind: `data/pipeline.py`),
-turns uint8 frames into normalised float pixels, and counts every dropped row by reason. The counts travel
-with the batch to the consumer, so they are exact across decoding actors and workers without any shared
-counter; `DataStats` accumulates them for the trainer to log.
+every row (a dropped sample arrives as a target-less stand-in of its media kind: `data/pipeline.py`) on the
+right for training, on the left for generation (every prompt then ends where the answers start), turns uint8
+frames into normalised float pixels, and counts every dropped row by reason. The counts travel with the batch to
+the consumer, so they are exact across decoding actors and workers without any shared counter; `DataStats`
+accumulates them for the trainer to log.
 """
 
 from __future__ import annotations
@@ -76,9 +77,12 @@ class DataStats:
 class LlavaSTCollate(ArrowBatchCollateFn):
     """pa.Table of sample rows -> StreamBatch with the model's batch contract (docs/data.md)."""
 
-    def __init__(self, pad_token_id: int, image_size: int) -> None:
+    def __init__(self, pad_token_id: int, image_size: int, padding_side: str = "right") -> None:
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
         self.pad_token_id = pad_token_id
         self.image_size = image_size
+        self.padding_side = padding_side
 
     def __call__(self, batch: pa.Table) -> StreamBatch:
         rows = batch.drop_columns(["frames"]).to_pylist()
@@ -98,10 +102,11 @@ class LlavaSTCollate(ArrowBatchCollateFn):
         values = torch.zeros((b, length), dtype=torch.float64)
         for i, r in enumerate(rows):
             n = len(r["input_ids"])
-            input_ids[i, :n] = torch.tensor(r["input_ids"], dtype=torch.long)
-            labels[i, :n] = torch.tensor(r["labels"], dtype=torch.long)
-            values[i, :n] = torch.tensor(r["coord_values"], dtype=torch.float64)
-            attention[i, :n] = 1
+            at = slice(0, n) if self.padding_side == "right" else slice(length - n, length)
+            input_ids[i, at] = torch.tensor(r["input_ids"], dtype=torch.long)
+            labels[i, at] = torch.tensor(r["labels"], dtype=torch.long)
+            values[i, at] = torch.tensor(r["coord_values"], dtype=torch.float64)
+            attention[i, at] = 1
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "coord_values": values,
                 "pixel_values": self._pixels(rows, frames),
                 "media_kind": torch.tensor([r["media_kind"] for r in rows], dtype=torch.long)}

@@ -9,6 +9,8 @@ Labels (`label_mask`):
                          `<|im_start|>assistant\\n` header too), plus every `<|im_start|>`, `<|im_end|>` and
                          standalone newline token anywhere (system and user turns included).
 Everything else is -100 (visual tokens and INPUT placeholders always).
+A conversation with no assistant turn is a prompt for generation: it ends with `<|im_start|>assistant\\n` (the
+chat template's generation prompt), so the model's answer starts right after it.
 The `<image>`/`<video>` marker becomes `image_seq_len` / `video_seq_len` copies of its token id.
 Placeholders are single tokens; each occurrence gets the next value of its `variables` list in
 `coord_values` (INPUT and OUTPUT alike), 0 elsewhere.
@@ -98,6 +100,9 @@ class ConversationTokenizer:
             labels += header_labels + (body if learn else [IGNORE_INDEX] * len(body))
             if learn:
                 pair_ends.append(len(ids))
+        if not pair_ends:  # a prompt: the answer is the model's to write
+            ids += self.header["assistant"]
+            labels += [IGNORE_INDEX] * len(self.header["assistant"])
         truncated = False
         if len(ids) > self.max_length:
             fitting = [end for end in pair_ends if end <= self.max_length]

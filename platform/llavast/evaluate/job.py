@@ -20,8 +20,9 @@ from llavast import storage
 from llavast.config.eval import EvalJobConfig
 from llavast.config.loader import fingerprint
 from llavast.config.secrets import SecretEnv, redact_config, resolve_env
-from llavast.evaluate.runner import EvalRun, figures, resolve_source, run_eval
-from llavast.train.files import is_local
+from llavast.evaluate.figures import figures
+from llavast.evaluate.model import resolve_source
+from llavast.evaluate.runner import EvalRun, run_eval
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def run_eval_job(job: EvalJobConfig, parent_run_id: str | None = None,
     from llavast.tracking.evaluation import log_evaluation
 
     pictures = figures(run, job, job.tracking.pictures)
-    local = Path(storage.parse(job.out).path) if is_local(job.out) else None
+    local = Path(storage.parse(job.out).path) if storage.is_local(job.out) else None
     extra = {} if local else {name: storage.read_text(storage.join(job.out, name), job.storage)
                               for name in ("summary.json", "run.json")}
     run_id = log_evaluation(

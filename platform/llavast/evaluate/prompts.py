@@ -15,6 +15,8 @@ ST-Align (STVG, SVG, ELC), as the release rewrites the benchmark question:
 - the task's instruction (`INSTRUCTIONS`) is appended with no separator.
 TVG (Charades-STA): `TVG_PROMPT` with the caption lower-cased and its surrounding "." and spaces stripped.
 REC (RefCOCO/+/g): one of `REC_PROMPTS` with the expression as written.
+The texts themselves are the release's, kept with its other formats in `llavast/data/prompts.py` (synthetic
+training data asks its questions in the same words).
 
 Where the release draws a phrase or template with `random.choice` (unseeded), here the choice comes from an
 rng seeded by (seed, sample id): the same seed gives the same prompts in any process, on any worker.
@@ -29,25 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llavast.data.benchmark import round_3
+from llavast.data.prompts import FROM_TO, INSTRUCTIONS, REC_PROMPTS, SPAN_PHRASES, TVG_PROMPT, tvg_caption
 from llavast.data.records import VARIABLE_KEYS
 from llavast.errors import DataError
 from llavast.evaluate.benchmarks import EvalSample, RECSample, STSample, TVGSample
 from model_zoo.contract import MediaKind
-
-SPAN_PHRASES = ("During the span of", "In the time range", "During the period", "Within the time frame of",
-                "In the time period", "During", "Between", "At")
-INSTRUCTIONS = {
-    "stvg": ("Please firstly give the timestamps, and then give the spatial bounding box corresponding to each "
-             "timestamp in the time period."),
-    "svg": "Please give the spatial bounding box corresponding to each timestamp in the time period.",
-    "elc": ("Please firstly give the end timestamp, then give the event associated with the object/subject, "
-            "finally give the spatial bounding box corresponding to each timestamp in the time period."),
-}
-TVG_PROMPT = ("Give you a textual query: '{caption}'. When does the described content occur in the video? "
-              "Please return the start and end timestamps.")
-REC_PROMPTS = ("Where can I find {expression} in this image?", "What part of this image contains {expression}?",
-               "Where does {expression} appear in this image?", "Where is {expression} situated within this image?")
-FROM_TO = "From <s> to <e>"
 
 _TIME = "temporal_input_locations"
 _WIDTH = "spatial_width_input_locations"
@@ -105,15 +93,8 @@ def build_prompts(samples: Sequence[EvalSample], seed: int = 0) -> list[Prompt]:
     return [build_prompt(s, seed) for s in samples]
 
 
-def tvg_caption(caption: str) -> str:
-    """A Charades-STA caption as the release puts it in the prompt: surrounding "." stripped, then spaces,
-    then lower-cased ("Person opens a door ." -> "person opens a door")."""
-    return caption.strip(".").strip(" ").lower()
-
-
 def _variables() -> dict[str, list[float]]:
     return {key: [] for key in VARIABLE_KEYS}
-
 
 
 def _st_text(sample: STSample, rng: random.Random) -> tuple[str, dict[str, list[float]], str | None]:

@@ -47,29 +47,11 @@ def node_fingerprint(job: BaseModel, upstream: Mapping[str, NodeResult]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def node_resources(job: BaseModel) -> dict[str, float]:
-    """What a node asks the cluster for at once (the DAG check refuses nodes larger than the cluster)."""
-    if isinstance(job, StageJobConfig):
-        c, d = job.compute, job.data
-        # each training worker runs its own decoding actors (docs/training.md, "Data")
-        per_worker = c.cpus_per_worker + d.decode_concurrency * d.decode_num_cpus
-        needs = {"CPU": c.num_workers * per_worker}
-        if c.gpus_per_worker:
-            needs["GPU"] = c.num_workers * c.gpus_per_worker
-        if c.accelerator_type:
-            needs[f"accelerator_type:{c.accelerator_type}"] = 0.001 * c.num_workers
-        return needs
-    if isinstance(job, SweepJobConfig):  # one trial: the most a sweep needs at once is for Tune to decide
-        from llavast.tune.sweep import load_base, trial_needs
+class _JobNode:
+    """A node whose spec is a job config: every kind fingerprints the same way (`node_fingerprint`)."""
 
-        return trial_needs(job, load_base(job))
-    if isinstance(job, EvalJobConfig):
-        c, d = job.compute, job.decode
-        needs = {"CPU": c.num_actors * c.cpus_per_actor + d.decode_concurrency * d.decode_num_cpus}
-        if c.gpus_per_actor:
-            needs["GPU"] = c.num_actors * c.gpus_per_actor
-        return needs
-    return {"CPU": 1.0}
+    def fingerprint(self, node: Node, upstream: Mapping[str, NodeResult]) -> str:
+        return node_fingerprint(node.spec, upstream)
 
 
 @dataclass(frozen=True)
@@ -84,16 +66,13 @@ class NodeWait:
         return LeaseWait(self.timeout_s, None if self.on_wait is None else functools.partial(self.on_wait, name))
 
 
-class _StorageMarked(ABC):
+class _StorageMarked(_JobNode, ABC):
     """Output = the job's `out` folder, valid when its marker holds the node fingerprint. A runner works under
     a lease in that folder (waiting for another runner's as `wait` says); one that gets the lease after another
     runner finished finds the marker and skips."""
 
     def __init__(self, wait: NodeWait = NodeWait()) -> None:
         self.wait = wait
-
-    def fingerprint(self, node: Node, upstream: Mapping[str, NodeResult]) -> str:
-        return node_fingerprint(node.spec, upstream)
 
     def find_output(self, node: Node, fingerprint: str) -> str | None:
         job = node.spec
@@ -165,18 +144,15 @@ class EvalExecutor(_StorageMarked):
         return run_eval_job(job, parent_run_id=self.parent_run_id).details()
 
 
-class SweepExecutor:
+class SweepExecutor(_JobNode):
     """Runs a sweep under the pipeline's parent run; its output is its best trial's parameters (best.json), which
     a stage node with `tuned_by` takes. A sweep whose best.json exists is done; an interrupted one resumes."""
 
     def __init__(self, parent_run_id: str | None = None) -> None:
         self.parent_run_id = parent_run_id
 
-    def fingerprint(self, node: Node, upstream: Mapping[str, NodeResult]) -> str:
-        return node_fingerprint(node.spec, upstream)
-
     def find_output(self, node: Node, fingerprint: str) -> str | None:
-        from llavast.tune.sweep import best_uri
+        from llavast.tune.best import best_uri
 
         job: SweepJobConfig = node.spec
         uri = best_uri(job)
@@ -186,7 +162,8 @@ class SweepExecutor:
             return None
 
     def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult:
-        from llavast.tune.sweep import best_parameters, run_sweep
+        from llavast.tune.best import best_parameters
+        from llavast.tune.sweep import run_sweep
 
         job: SweepJobConfig = node.spec
         if self.parent_run_id:
@@ -198,7 +175,7 @@ class SweepExecutor:
         return NodeResult(node.name, Status.SUCCEEDED, fingerprint, output=result.best_uri, details=details)
 
 
-class StageExecutor:
+class StageExecutor(_JobNode):
     """Runs a training stage under the pipeline's parent run and tags its version with the node fingerprint.
     A node `tuned_by` a sweep node runs with that sweep's best parameters."""
 
@@ -208,19 +185,17 @@ class StageExecutor:
         self.tuned_by = dict(tuned_by or {})
         self.wait = wait
 
-    def fingerprint(self, node: Node, upstream: Mapping[str, NodeResult]) -> str:
-        return node_fingerprint(node.spec, upstream)
-
     def _tracker(self, job: StageJobConfig) -> Any:
         from llavast.tracking import Tracker
 
         return Tracker(job.tracking.uri, timeout_s=job.tracking.timeout_s)
 
     def find_output(self, node: Node, fingerprint: str) -> str | None:
-        from llavast.tracking.catalog import NODE_FINGERPRINT_TAG, find_version
+        from llavast.tracking.catalog import find_version
+        from llavast.tracking.tags import NODE_FINGERPRINT
 
         job: StageJobConfig = node.spec
-        found = find_version(self._tracker(job), job.tracking.registered_model, NODE_FINGERPRINT_TAG, fingerprint)
+        found = find_version(self._tracker(job), job.tracking.registered_model, NODE_FINGERPRINT, fingerprint)
         return found.uri if found else None
 
     def resolve(self, node: Node, upstream: Mapping[str, NodeResult]) -> StageJobConfig:
@@ -238,17 +213,17 @@ class StageExecutor:
         job = job.model_copy(update={"model": model, "tracking": tracking})
         sweep = self.tuned_by.get(node.name)
         if sweep is not None:
-            from llavast.tune.sweep import tuned_job
+            from llavast.tune.best import tuned_job
 
             job = tuned_job(job, upstream[sweep].output, f"nodes.{node.name}.tuned_by")
         return job
 
     def run(self, node: Node, upstream: Mapping[str, NodeResult], fingerprint: str) -> NodeResult:
-        from llavast.tracking.catalog import NODE_FINGERPRINT_TAG
+        from llavast.tracking.tags import NODE_FINGERPRINT
         from llavast.train.run import run_stage
 
         job = self.resolve(node, upstream)
-        result = run_stage(job, version_tags={NODE_FINGERPRINT_TAG: fingerprint},  # tagged as it is created
+        result = run_stage(job, version_tags={NODE_FINGERPRINT: fingerprint},  # tagged as it is created
                            lease_wait=self.wait.for_node(node.name))
         details = {"steps": result.total_steps, "version": result.model_version, "run_id": result.mlflow_run_id,
                    "loss": result.metrics.get("loss")}

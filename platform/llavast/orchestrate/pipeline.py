@@ -7,15 +7,16 @@ import logging
 from collections.abc import Callable, Mapping
 
 from llavast.config.loader import ResolvedPipeline, canonical_json
+from llavast.config.resources import job_resources
 from llavast.lease import Holder
 from llavast.orchestrate.dag import Node, NodeResult, Status, check_graph, run_dag
-from llavast.orchestrate.executors import KindExecutor, NodeWait, node_resources
+from llavast.orchestrate.executors import KindExecutor, NodeWait
 
 log = logging.getLogger(__name__)
 
 
 def pipeline_nodes(pipeline: ResolvedPipeline) -> list[Node]:
-    return [Node(n.name, n.depends_on, pipeline.jobs[n.name], node_resources(pipeline.jobs[n.name]))
+    return [Node(n.name, n.depends_on, pipeline.jobs[n.name], job_resources(pipeline.jobs[n.name]))
             for n in pipeline.config.nodes]
 
 
@@ -46,12 +47,13 @@ def run_pipeline(
     tracker = None
     tracking = pipeline.config.tracking
     if tracking is not None and not dry_run:
-        from llavast.tracking import Tracker
+        from llavast.tracking import Tracker, tags
 
-        tracker = Tracker(tracking.uri)
+        tracker = Tracker(tracking.uri, timeout_s=tracking.timeout_s)
         key = pipeline_key(pipeline)
         parent_run_id = tracker.ensure_run(tracking.experiment, run_key=key, run_name=pipeline.name,
-                                           tags={"llavast.kind": "pipeline", "llavast.source": pipeline.source})
+                                           parent_run_id=tracking.parent_run_id,
+                                           tags={tags.KIND: "pipeline", tags.SOURCE: pipeline.source})
     tuned_by = {n.name: n.tuned_by for n in pipeline.config.nodes if n.tuned_by}
     def waiting(name: str, holder: Holder) -> None:
         if on_update is not None:
@@ -62,6 +64,7 @@ def run_pipeline(
                       max_parallel=pipeline.config.max_parallel, dry_run=dry_run, on_update=on_update)
     if tracker is not None and parent_run_id is not None:
         failed = any(r.status in (Status.FAILED, Status.BLOCKED) for r in results.values())
-        tracker.set_tags(parent_run_id, {f"llavast.node.{name}": r.status.value for name, r in results.items()})
+        tracker.set_tags(parent_run_id, {f"{tags.NODE_STATE_PREFIX}{name}": r.status.value
+                                         for name, r in results.items()})
         tracker.end_run(parent_run_id, "FAILED" if failed else "FINISHED")
     return results

@@ -2,7 +2,6 @@
 
 from llavast.tracking.client import MetricsLogger, Tracker, check_reachable, flatten_params
 from llavast.tracking.registry import (
-    RUN_NAME_TAG,
     ResolvedInit,
     download_artifact,
     is_registry_uri,
@@ -14,7 +13,7 @@ from llavast.tracking.system_metrics import node_description, system_metrics
 from llavast.tracking.unsent import UNSENT_DIR, replay_unsent, save_unsent
 
 __all__ = [
-    "RUN_NAME_TAG", "UNSENT_DIR", "Backoff", "MetricsLogger", "ResolvedInit", "Tracker", "check_reachable",
+    "UNSENT_DIR", "Backoff", "MetricsLogger", "ResolvedInit", "Tracker", "check_reachable",
     "download_artifact", "flatten_params", "is_registry_uri", "node_description", "register_stage_artifact",
     "replay_unsent", "resolve_init_from", "save_unsent", "system_metrics",
 ]

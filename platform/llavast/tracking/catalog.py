@@ -9,8 +9,6 @@ from mlflow.exceptions import MlflowException
 from llavast.errors import TrackingError
 from llavast.tracking.client import Tracker
 
-NODE_FINGERPRINT_TAG = "llavast.node_fingerprint"
-
 
 @dataclass(frozen=True)
 class VersionInfo:

@@ -25,10 +25,10 @@ from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH,
 from llavast.errors import TrackingError
 from llavast.tracking.datasets import dataset_input
 from llavast.tracking.retry import Backoff, retry
+from llavast.tracking.tags import RUN_KEY
 
 log = logging.getLogger(__name__)
 
-RUN_KEY_TAG = "llavast.run_key"
 # MLflow 3's UI shows an experiment in its GenAI view (traces) unless told otherwise: the kind tag says "model
 # training" (the UI may ignore it), and `experiment_url` carries the view in the link, which the UI does honour.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -111,13 +111,13 @@ class Tracker:
         """
         exp_id = self.experiment_id(experiment)
         found = self.call("search_runs", self.client.search_runs, [exp_id],
-                          filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'", max_results=1)
+                          filter_string=f"tags.`{RUN_KEY}` = '{run_key}'", max_results=1)
         if found:
             run_id = str(found[0].info.run_id)
             self.call("update_run", self.client.update_run, run_id, status="RUNNING")
             log.info("continuing MLflow run %s (%s)", run_id, run_key)
             return run_id
-        all_tags = {RUN_KEY_TAG: run_key, **(tags or {})}
+        all_tags = {RUN_KEY: run_key, **(tags or {})}
         if parent_run_id:
             all_tags[PARENT_RUN_TAG] = parent_run_id
         run = self.call("create_run", self.client.create_run, exp_id, run_name=run_name, tags=all_tags)

@@ -17,14 +17,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from llavast.tracking import tags
 from llavast.tracking.client import Tracker, flatten_params
 
 log = logging.getLogger(__name__)
-
-KIND_TAG = "llavast.kind"
-MODEL_VERSION_TAG = "llavast.model_version"
-RESULTS_TAG = "llavast.eval_results"
-
 
 def metric_key(benchmark: str, task: str, key: str) -> str:
     """`<benchmark>/<task>/<key>`; MLflow names take no "@", so `R@0.5` is written `R_at_0.5`."""
@@ -46,11 +42,11 @@ def log_evaluation(tracker: Tracker, *, experiment: str, run_key: str, run_name:
     (logged whole), else None and `extra_files` (name -> text) are logged instead. `figures`: (artifact path,
     matplotlib Figure). `version`: `<registered model>/<version>` of the evaluated model, or None.
     """
-    tags = {KIND_TAG: "eval", RESULTS_TAG: results_dir}
+    run_tags = {tags.KIND: "eval", tags.EVAL_RESULTS: results_dir}
     if version:
-        tags[MODEL_VERSION_TAG] = version
+        run_tags[tags.MODEL_VERSION] = version
     run_id = tracker.ensure_run(experiment, run_key=run_key, run_name=run_name, parent_run_id=parent_run_id,
-                                tags=tags)
+                                tags=run_tags)
     tracker.log_params(run_id, flatten_params(params))
     metrics = {}
     for name, table in summary.items():
@@ -82,8 +78,8 @@ def download_pictures(tracker: Tracker, experiment: str, results_dir: str, dest:
     (`pictures/<benchmark>/<task>/<id>.png` as logged); [] when there is no such run."""
     exp_id = tracker.experiment_id(experiment)
     runs = tracker.call("search_runs", tracker.client.search_runs, [exp_id],
-                        filter_string=f"tags.`{RESULTS_TAG}` = '{results_dir}'", order_by=["attributes.end_time DESC"],
-                        max_results=1)
+                        filter_string=f"tags.`{tags.EVAL_RESULTS}` = '{results_dir}'",
+                        order_by=["attributes.end_time DESC"], max_results=1)
     if not runs:
         return []
     dest.mkdir(parents=True, exist_ok=True)

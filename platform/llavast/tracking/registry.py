@@ -19,13 +19,13 @@ from mlflow.exceptions import MlflowException
 from llavast.errors import TrackingError
 from llavast.tracking.catalog import find_version, tag_version
 from llavast.tracking.client import Tracker
+from llavast.tracking.tags import RUN_NAME
 
 log = logging.getLogger(__name__)
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 _MLFLOW_SCHEMES = ("mlflow-artifacts", "runs")
 ARTIFACT_SUBDIR = "stage_artifact"
-RUN_NAME_TAG = "llavast.run_name"  # the stage's run name (job, stage, config fingerprint): one version per run
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,8 @@ def register_stage_artifact(tracker: Tracker, model_name: str, source_uri: str, 
     An MLflow server accepts only remote URIs as sources; an artifact on a local path (the embedded
     default) is first copied into the run's artifacts and registered from there.
     """
-    run_name = tags.get(RUN_NAME_TAG)
-    existing = find_version(tracker, model_name, RUN_NAME_TAG, run_name) if run_name else None
+    run_name = tags.get(RUN_NAME)
+    existing = find_version(tracker, model_name, RUN_NAME, run_name) if run_name else None
     if existing is not None:
         tag_version(tracker, model_name, existing.version,
                     {k: v for k, v in tags.items() if existing.tags.get(k) != v})

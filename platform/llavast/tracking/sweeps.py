@@ -8,22 +8,24 @@ import csv
 import io
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import RunStatus
 
+from llavast.tracking import tags
 from llavast.tracking.client import PARENT_RUN_TAG, Tracker, flatten_params
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 log = logging.getLogger(__name__)
-KIND_TAG = "llavast.kind"
-SWEEP_TAG = "llavast.sweep"  # on the parent and on every trial run: the sweep's key
 
 
 def start_sweep(tracker: Tracker, job: Any, key: str, space_rows: Sequence[Mapping[str, Any]],
                 removed: Mapping[str, int]) -> str:
     """The sweep's parent run (created, or continued on a re-run): its config, the valid space as space.csv."""
     run_id = tracker.ensure_run(job.tracking.experiment, run_key=f"sweep-{key}", run_name=job.name,
-                                parent_run_id=job.tracking.parent_run_id, tags={KIND_TAG: "sweep", SWEEP_TAG: key})
+                                parent_run_id=job.tracking.parent_run_id, tags={tags.KIND: "sweep", tags.SWEEP: key})
     params = flatten_params(job.model_dump(mode="json", include={"space", "search", "scheduler", "objective",
                                                                 "validation", "constraints"}))
     params.update({"space.valid_points": str(len(space_rows)),
@@ -43,26 +45,25 @@ def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def finish_sweep(tracker: Tracker, run_id: str, job: Any, key: str, rows: Sequence[dict[str, Any]],
-                 best: Mapping[str, Any] | None, *, failed: bool) -> None:
-    """Trials table (trials.csv) and picture on the parent run, the best trial as `best.*` parameters and
-    the `best_objective` metric; trial runs Tune stopped (ASHA, or a dead driver) closed, with their stages."""
-    from llavast.tune.report import trials_csv, trials_figure
-
-    tracker.call("log_text", tracker.client.log_text, run_id, trials_csv(rows), "trials.csv")
-    tracker.call("log_figure", tracker.client.log_figure, run_id, trials_figure(rows, job.objective_metric),
-                 "trials.png")
+                 report: tuple[str, Figure], best: Mapping[str, Any] | None, *, failed: bool) -> None:
+    """The trials table (`report`: its CSV text and picture, rendered by the sweep) on the parent run, the best
+    trial as `best.*` parameters and the `best_objective` metric; trial runs Tune stopped (ASHA, or a dead
+    driver) closed, with their stages; `rows` say which trial stopped early after how many steps."""
+    table, figure = report
+    tracker.call("log_text", tracker.client.log_text, run_id, table, "trials.csv")
+    tracker.call("log_figure", tracker.client.log_figure, run_id, figure, "trials.png")
     if best is not None:
         tracker.log_params(run_id, {f"best.{k}": str(v) for k, v in best.items() if v is not None})
         tracker.log_metrics(run_id, {"best_objective": float(best["objective"])}, step=0)
     by_trial = {row["trial_id"]: row for row in rows}
     exp_id = tracker.experiment_id(job.tracking.experiment)
     trials = tracker.call("search_runs", tracker.client.search_runs, [exp_id],
-                          filter_string=f"tags.`{SWEEP_TAG}` = '{key}' and tags.`{KIND_TAG}` = 'sweep-trial'")
+                          filter_string=f"tags.`{tags.SWEEP}` = '{key}' and tags.`{tags.KIND}` = 'sweep-trial'")
     for trial in trials:
-        row = by_trial.get(trial.data.tags.get("llavast.trial_id", ""))
+        row = by_trial.get(trial.data.tags.get(tags.TRIAL_ID, ""))
         if row is not None:
-            tracker.set_tags(trial.info.run_id, {"llavast.stopped_early": str(bool(row["stopped_early"])).lower(),
-                                                 "llavast.steps": str(row["steps"])})
+            tracker.set_tags(trial.info.run_id, {tags.STOPPED_EARLY: str(bool(row["stopped_early"])).lower(),
+                                                 tags.STEPS: str(row["steps"])})
         if trial.info.status == "RUNNING":  # stopped by ASHA: its function was ended mid-stage
             _end_nested(tracker, exp_id, trial.info.run_id)
             tracker.end_run(trial.info.run_id, RunStatus.to_string(RunStatus.KILLED))

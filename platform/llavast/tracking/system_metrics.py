@@ -20,11 +20,12 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from llavast.tracking.tags import HARDWARE_PREFIX
+
 log = logging.getLogger(__name__)
 
 SAMPLING_INTERVAL_S = 10.0  # MLflow's default; `tracking.system_metrics_interval_s` in a job
 STOP_TIMEOUT_S = 30.0  # the most a worker waits at its end for the monitor's last batch
-NODE_TAG_PREFIX = "llavast.hardware."  # llavast.hardware.<node id> = the node's host, CPUs, memory and GPUs
 
 
 def node_description(gpus: list[str] | None = None) -> str:
@@ -66,7 +67,7 @@ class NodeMonitor:
             return
         if self._description:
             try:
-                MlflowClient(tracking_uri=self.uri).set_tag(self.run_id, f"{NODE_TAG_PREFIX}{self.node_id}",
+                MlflowClient(tracking_uri=self.uri).set_tag(self.run_id, f"{HARDWARE_PREFIX}{self.node_id}",
                                                             self._description)
             except Exception as err:  # noqa: BLE001 - nor is the node's description
                 log.warning("could not tag MLflow run %s with node %s: %s", self.run_id, self.node_id, err)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import deepspeed
 import ray
 import ray.train
 import ray.train.torch
@@ -25,6 +24,7 @@ import torch
 from ray.data import DataContext
 from ray.train import CheckpointUploadMode
 
+from llavast import storage
 from llavast.config.secrets import SecretEnv
 from llavast.config.stage import StageJobConfig
 from llavast.data.collate import DataStats, StreamBatch, iter_batches
@@ -36,13 +36,11 @@ from llavast.tracking import MetricsLogger, node_description, save_unsent, syste
 from llavast.train import callbacks
 from llavast.train.artifact import read_artifact, write_artifact
 from llavast.train.checkpoint import Progress, checkpoint_dir_name, load_checkpoint, save_checkpoint
-from llavast.train.ds_config import deepspeed_config
-from llavast.train.files import download_dir, upload_dir
+from llavast.train.engine import build_engine
 from llavast.train.metrics import StepMeter
-from llavast.train.optim import build_optimizer, cosine_with_warmup, optimizer_groups
 from llavast.train.policy import resolve_policy
 from llavast.train.stage_model import StageModel, build_stage_model, export_artifact
-from llavast.train.step import EngineRoot, micro_step, register_external_parameters
+from llavast.train.step import micro_step
 
 log = logging.getLogger(__name__)
 
@@ -113,29 +111,23 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     DataContext.get_current().execution_options.preserve_order = True  # this worker's stream keeps its plan
-    cache = Path(tempfile.mkdtemp(prefix="llavast-worker-"))  # downloads of this attempt only: never stale
 
     # 1. The stage model: base -> parent artifact -> LoRA merge/add -> freeze per policy.
-    stage = build_stage_model(
-        job.model.name, download_dir(job.model.base, job.storage.options, cache), job.model.overrides,
-        resolve_policy(job.train, _contract_of(job)), job.lora,
-        read_artifact(download_dir(args.parent_dir_uri, job.storage.options, cache)) if args.parent_dir_uri else None,
-        seed=job.train.seed)
+    with tempfile.TemporaryDirectory(prefix="llavast-worker-") as tmp:  # this attempt's downloads: never stale
+        cache = Path(tmp)
+        parent = (read_artifact(storage.download_dir(args.parent_dir_uri, job.storage.options, cache))
+                  if args.parent_dir_uri else None)
+        stage = build_stage_model(job.model.name, storage.download_dir(job.model.base, job.storage.options, cache),
+                                  job.model.overrides, resolve_policy(job.train, _contract_of(job)), job.lora,
+                                  parent, seed=job.train.seed)
     if job.train.gradient_checkpointing:
         stage.model.activation_checkpointing_enable()
     stage.model.to(device)
 
     # 2. DeepSpeed around a torch AdamW (one group per trainable part) and the cosine schedule.
-    groups = optimizer_groups(stage.model, stage.contract, stage.policy, job.train)
-    optimizer = build_optimizer(groups)
-    scheduler = cosine_with_warmup(optimizer, args.total_steps, job.train.warmup_ratio, job.train.decay_ratio)
+    engine = build_engine(stage.model, stage.contract, stage.policy, job.train, job.deepspeed, args.total_steps,
+                          use_gpu=job.compute.use_gpu)
     zero3 = job.deepspeed.zero_stage == 3
-    if zero3:
-        register_external_parameters(stage.model)
-    engine, _, _, _ = deepspeed.initialize(
-        model=EngineRoot(stage.model), optimizer=optimizer, lr_scheduler=scheduler,
-        config=deepspeed_config(job.deepspeed, job.train, use_gpu=job.compute.use_gpu,
-                                trainable_numel=sum(p.numel() for g in groups for p in g["params"])))
 
     # 3. Resume from the latest checkpoint Ray Train hands back, if any.
     step, dropped, consumed = 0, 0, 0
@@ -189,7 +181,8 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
         callback.on_train_end(ctx, step)
     if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
-            upload_dir(write_artifact(Path(tmp), artifact, stage.tokenizer), args.artifact_uri, job.storage.options)
+            storage.upload_dir(write_artifact(Path(tmp), artifact, stage.tokenizer), args.artifact_uri,
+                               job.storage.options)
         log.info("stage %d artifact written to %s", job.train.stage, args.artifact_uri)
     if logger is not None:
         logger.log(stats.metrics(prefix="data_rank0/"), step=step)
@@ -237,7 +230,8 @@ def _report_checkpoint(engine: Any, job: StageJobConfig, metrics: dict[str, floa
                        rank: int) -> None:
     mode = CheckpointUploadMode.ASYNC if job.train.async_checkpoint_upload else CheckpointUploadMode.SYNC
     ray.train.report({**metrics, "step": progress.step}, checkpoint=save_checkpoint(engine, progress, rank),
-                     checkpoint_dir_name=checkpoint_dir_name(progress.step), checkpoint_upload_mode=mode)
+                     checkpoint_dir_name=checkpoint_dir_name(progress.step), checkpoint_upload_mode=mode,
+                     delete_local_checkpoint_after_upload=True)
 
 
 def _manifest(args: LoopArgs, metrics: dict[str, float], step: int) -> dict[str, Any]:

@@ -33,7 +33,6 @@ from llavast.errors import LlavastError, RegistrationPending, TrackingError, Tra
 from llavast.failures import describe
 from llavast.lease import Lease, LeaseWait
 from llavast.tracking import (
-    RUN_NAME_TAG,
     UNSENT_DIR,
     ResolvedInit,
     Tracker,
@@ -41,6 +40,7 @@ from llavast.tracking import (
     flatten_params,
     register_stage_artifact,
     replay_unsent,
+    tags,
 )
 from llavast.train.loop import LoopArgs
 from llavast.train.preflight import Checked, preflight
@@ -48,7 +48,6 @@ from llavast.train.trainer import build_trainer, latest_checkpoint_step, stage_r
 
 log = logging.getLogger(__name__)
 ARTIFACTS_DIR = "artifacts"
-ERROR_TAG = "llavast.error"
 LEASES_DIR = "leases"
 TRAINED_DIR = "trained"  # <run name>.json: written once fit() returned, so a re-run registers without training
 # Not fingerprinted, so they may differ between attempts of one run, and MLflow refuses a param whose value
@@ -116,10 +115,10 @@ def run_stage(job: StageJobConfig, checked: Checked | None = None,
     tracker, parent = checked.tracker, checked.parent
     fp = fingerprint(job)
     run_name = stage_run_name(job, fp)
-    lineage = {"llavast.stage": str(job.train.stage), "llavast.base": job.model.base,
-               "llavast.init_from": job.model.init_from or "", "llavast.parent_artifact": parent.uri if parent else "",
-               "llavast.parent_version": f"{parent.model_name}/{parent.version}" if parent and parent.version else "",
-               "llavast.data_manifest": job.data.manifest, "llavast.fingerprint": fp, RUN_NAME_TAG: run_name}
+    lineage = {tags.STAGE: str(job.train.stage), tags.BASE: job.model.base, tags.INIT_FROM: job.model.init_from or "",
+               tags.PARENT_ARTIFACT: parent.uri if parent else "",
+               tags.PARENT_VERSION: f"{parent.model_name}/{parent.version}" if parent and parent.version else "",
+               tags.DATA_MANIFEST: job.data.manifest, tags.FINGERPRINT: fp, tags.RUN_NAME: run_name}
     lease = Lease(storage.join(job.storage.root, LEASES_DIR, f"{run_name}.json"), job.storage.options,
                   what=f"stage {job.train.stage} of {job.name} ({run_name})", wait=lease_wait or LeaseWait())
     with lease:  # one runner per stage run: its MLflow run, Ray Train directory and registration
@@ -172,20 +171,21 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
         metrics = json.loads(storage.read_text(record_uri, options))["metrics"]
         log.info("stage %d already trained (%s): registering its artifact", job.train.stage, record_uri)
     else:
-        parent_dir = parent.uri if parent else None
-        if parent is not None and parent.needs_mlflow_download:  # registered from a local storage root
-            parent_dir = str(download_artifact(parent, tracker, Path(tempfile.mkdtemp(prefix="llavast-parent-"))))
-        rank_plans, left_out = hand_out_plans(job, stage_plan)
-        for epoch, rows in enumerate(left_out):  # rows the single-media micro-steps and whole steps leave out
-            tracker.log_metrics(run_id, {"data/left_out_samples": float(rows)}, step=epoch)
-        tolerated = summary.get("tolerated", {})  # the index's repairs
-        tracker.log_metrics(run_id, {f"data/tolerated_{name}": float(n) for name, n in tolerated.items()}, step=0)
-        args = LoopArgs(job=job, fingerprint=fp, run_name=run_name, mlflow_run_id=run_id, parent_dir_uri=parent_dir,
-                        artifact_uri=artifact_uri, unsent_metrics_uri=unsent, total_steps=total,
-                        blocks=stage_plan.blocks, rank_plans=rank_plans, lineage=lineage)
-        log.info("stage %d: %d steps on %d workers, run %s", job.train.stage, total, job.compute.num_workers,
-                 run_name)
-        metrics = dict(build_trainer(args, env_vars, secrets, train_callbacks).fit().metrics or {})
+        with tempfile.TemporaryDirectory(prefix="llavast-parent-") as downloads:  # the parent, for this run only
+            parent_dir = parent.uri if parent else None
+            if parent is not None and parent.needs_mlflow_download:  # registered from a local storage root
+                parent_dir = str(download_artifact(parent, tracker, Path(downloads)))
+            rank_plans, left_out = hand_out_plans(job, stage_plan)
+            for epoch, rows in enumerate(left_out):  # rows the single-media micro-steps and whole steps leave out
+                tracker.log_metrics(run_id, {"data/left_out_samples": float(rows)}, step=epoch)
+            tolerated = summary.get("tolerated", {})  # the index's repairs
+            tracker.log_metrics(run_id, {f"data/tolerated_{name}": float(n) for name, n in tolerated.items()}, step=0)
+            args = LoopArgs(job=job, fingerprint=fp, run_name=run_name, mlflow_run_id=run_id, parent_dir_uri=parent_dir,
+                            artifact_uri=artifact_uri, unsent_metrics_uri=unsent, total_steps=total,
+                            blocks=stage_plan.blocks, rank_plans=rank_plans, lineage=lineage)
+            log.info("stage %d: %d steps on %d workers, run %s", job.train.stage, total, job.compute.num_workers,
+                     run_name)
+            metrics = dict(build_trainer(args, env_vars, secrets, train_callbacks).fit().metrics or {})
         storage.write_text(record_uri, json.dumps({"artifact": artifact_uri, "steps": total, "metrics": metrics}),
                            options)
     try:
@@ -194,8 +194,8 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
         if register:
             version = register_stage_artifact(tracker, job.tracking.registered_model, artifact_uri,
                                               alias=job.alias, run_id=run_id, tags=lineage)
-            tracker.set_tags(run_id, {"llavast.model_version": f"{job.tracking.registered_model}/{version}"})
-        tracker.set_tags(run_id, {"llavast.artifact": artifact_uri})
+            tracker.set_tags(run_id, {tags.MODEL_VERSION: f"{job.tracking.registered_model}/{version}"})
+        tracker.set_tags(run_id, {tags.ARTIFACT: artifact_uri})
         tracker.end_run(run_id)
     except TrackingError as err:
         raise RegistrationPending(f"stage {job.train.stage} ({run_name}) trained; registration pending: "
@@ -220,7 +220,7 @@ def _end_failed(tracker: Tracker, run_id: str, reason: str) -> None:
     """End the stage's run FAILED with its (redacted) reason; an MLflow that is down too must not hide the
     first error."""
     try:
-        tracker.set_tags(run_id, {ERROR_TAG: reason})
+        tracker.set_tags(run_id, {tags.ERROR: reason})
         tracker.end_run(run_id, "FAILED")
     except LlavastError as err:
         log.warning("could not mark MLflow run %s FAILED: %s", run_id, err)

@@ -1,4 +1,6 @@
-"""The model a stage trains: base checkpoint -> parent artifact -> LoRA merge/add -> freeze per policy.
+"""The one way to load a stage's model: base checkpoint -> an artifact's weights and adapters (`load_model`).
+A stage then merges/adds LoRA and freezes per its policy (`build_stage_model`); evaluation merges the adapter
+and freezes everything (`load_for_inference`); a config alone, without weights, is `load_config`.
 
 Also the way back out: `export_artifact` gathers what the stage carries (under ZeRO-3 on every rank,
 since each holds only a shard) into a `StageArtifact`.
@@ -18,9 +20,46 @@ from torch import Tensor, nn
 import model_zoo
 from llavast.config.stage import LoraSection
 from llavast.train.artifact import MergedLora, StageArtifact, apply_artifact, config_dict
-from llavast.train.lora import LoraSpec, add_lora, lora_state, merge_lora
+from llavast.train.lora import LoraSpec, add_lora, has_lora, lora_state, merge_lora
 from llavast.train.policy import StagePolicy
 from model_zoo.contract import ModelContract
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")  # what a config-only download leaves out
+# Config fields a stage sets when it runs (not part of the artifact's shape check) that inference restores.
+RUN_TIME_FIELDS = ("lape_enabled",)
+
+
+def load_model(model_name: str, base_dir: Path, overrides: dict[str, Any], artifact: StageArtifact | None,
+               seed: int) -> tuple[nn.Module, Any]:
+    """(model, tokenizer) as a stage or version left it: the base built with `overrides`, seeded (what the base
+    lacks, a new STP or LAPE, starts the same on every rank, actor and run), the artifact applied."""
+    contract = model_zoo.spec(model_name)
+    torch.manual_seed(seed)
+    model = contract.build(str(base_dir), **overrides)
+    tokenizer = contract.load_tokenizer(str(base_dir), model.config)
+    if artifact is not None:
+        apply_artifact(model, artifact, contract)
+    return model, tokenizer
+
+
+def load_for_inference(model_name: str, base_dir: Path, overrides: dict[str, Any], artifact: StageArtifact | None,
+                       device: torch.device) -> tuple[nn.Module, Any]:
+    """The model a version holds, ready to answer: its artifact applied (the active LoRA merged in for speed),
+    the stage's run-time settings (LAPE on or off) restored, every parameter frozen, eval mode."""
+    if artifact is not None:
+        overrides = {**overrides, **{k: artifact.config[k] for k in RUN_TIME_FIELDS if k in artifact.config}}
+    model, tokenizer = load_model(model_name, base_dir, overrides, artifact, seed=0)
+    if has_lora(model):
+        merge_lora(model)
+    model.requires_grad_(False)
+    return model.to(device).eval(), tokenizer
+
+
+def load_config(model_name: str, base_dir: Path, overrides: dict[str, Any]) -> tuple[Any, Any]:
+    """(model config, tokenizer) without any weights: what a driver needs to tokenise and plan."""
+    contract = model_zoo.spec(model_name)
+    config = contract.load_config(str(base_dir), **overrides)
+    return config, contract.load_tokenizer(str(base_dir), config)
 
 
 @dataclass
@@ -43,14 +82,11 @@ def build_stage_model(model_name: str, base_dir: Path, overrides: dict[str, Any]
     Seeded, so every rank builds bit-identical freshly-initialised modules (LoRA A, a new STP).
     """
     contract = model_zoo.spec(model_name)
-    torch.manual_seed(seed)
-    model = contract.build(str(base_dir), **overrides)
-    tokenizer = contract.load_tokenizer(str(base_dir), model.config)
+    model, tokenizer = load_model(model_name, base_dir, overrides, parent, seed)
     merged: list[MergedLora] = []
     lora_spec: LoraSpec | None = None
     carried = set(contract.carried_groups) | (policy.trainable - {"lora"})
     if parent is not None:
-        apply_artifact(model, parent, contract)
         merged, lora_spec = list(parent.merged), parent.lora_spec
         carried |= set(parent.manifest.get("groups", []))
     if policy.merge_parent_lora and lora_spec is not None:

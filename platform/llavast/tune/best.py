@@ -1,4 +1,6 @@
-"""The best trial's parameters as a job YAML (`llavast run SWEEP.yaml --write-best FILE`).
+"""The best trial: where a finished sweep records it (`best_uri`, best.json next to Tune's state), a stage job
+run with its parameters (`tuned_job`, for a pipeline's `tuned_by`), and its parameters as a job YAML
+(`llavast run SWEEP.yaml --write-best FILE`).
 
 One base stage: a stage job that `extends:` the base stage YAML and sets what the sweep set on it plus the
 best trial's parameters. Several: a pipeline with one node per base stage, each continuing from the last.
@@ -15,10 +17,16 @@ from typing import Any
 
 import yaml
 
-from llavast.config.compose import apply_sets
+from llavast import storage
+from llavast.config.compose import with_fields
 from llavast.config.loader import load_job
-from llavast.config.sweep import SweepJobConfig
+from llavast.config.stage import StageJobConfig
+from llavast.config.sweep import PARAMETERS, SweepJobConfig
+from llavast.errors import ConfigError
+from llavast.tune.plan import SWEEPS_DIR, sweep_key
 from llavast.tune.space import assignments
+
+BEST_FILE = "llavast_best.json"
 
 
 def _fields(item_set: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
@@ -35,8 +43,8 @@ def best_document(job: SweepJobConfig, parameters: dict[str, Any], out: Path) ->
 
     if len(job.base) == 1:
         item = job.base[0]
-        sets = [f"{k}={json.dumps(v)}" for k, v in _fields(item.set, parameters).items()]
-        return {"extends": relative(item.job), "name": f"{job.name}-best", **apply_sets({}, sets)}
+        fields = with_fields({}, _fields(item.set, parameters))
+        return {"extends": relative(item.job), "name": f"{job.name}-best", **fields}
     nodes = []
     for k, item in enumerate(job.base):
         fields = _fields(item.set, parameters)
@@ -57,3 +65,21 @@ def write_best(job: SweepJobConfig, best: dict[str, Any], parameters: dict[str, 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(header + yaml.safe_dump(document, sort_keys=False))
     return load_job(out)
+
+
+def best_uri(job: SweepJobConfig) -> str:
+    """Where a finished sweep keeps its best trial (next to Tune's state)."""
+    return storage.join(job.storage.root, SWEEPS_DIR, sweep_key(job), BEST_FILE)
+
+
+def tuned_job(job: StageJobConfig, uri: str | None, where: str) -> StageJobConfig:
+    """`job` with the parameters of the best trial recorded at `uri` (a sweep node's output)."""
+    if not uri:
+        raise ConfigError(f"{where}: the sweep has no best trial yet")
+    best = json.loads(storage.read_text(uri, job.storage.options))["best"]
+    return StageJobConfig.model_validate(with_fields(job.model_dump(mode="json"), assignments(best_parameters(best))))
+
+
+def best_parameters(best: dict[str, Any]) -> dict[str, Any]:
+    """The swept parameters of a trial row."""
+    return {name: best[name] for name in PARAMETERS if best.get(name) is not None}

@@ -10,7 +10,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from llavast.tune.space import PARAMETERS
+from llavast.config.sweep import PARAMETERS
 from llavast.tune.validation import OBJECTIVE_KEY
 
 

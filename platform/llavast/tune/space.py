@@ -21,12 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llavast.config.sweep import CONTINUOUS, MODEL_PARAMETERS, PARAMETERS
 from llavast.errors import ConfigError
 
 PAPER_VISUAL_TOKENS = 2520  # k2^2 N + k1^2 sigma at the paper's N=100, k1=9, k2=3, sigma=20
-MODEL_PARAMETERS = ("m_t", "m_h", "m_w", "k1", "k2", "sigma")  # model.overrides
-PARAMETERS = (*MODEL_PARAMETERS, "lr", "lora_r")  # lr -> train.lr, lora_r -> lora.r
-CONTINUOUS = ("lr",)
 
 
 @dataclass(frozen=True)

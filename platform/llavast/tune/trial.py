@@ -17,7 +17,6 @@ runs from their latest checkpoints (and a finished stage is not trained again).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -25,16 +24,13 @@ from typing import Any
 import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from llavast.config.compose import apply_sets
+from llavast.config.compose import with_fields
 from llavast.config.stage import StageJobConfig
 from llavast.errors import LlavastError
 from llavast.tune.space import assignments
 from llavast.tune.validation import OBJECTIVE_KEY, PLACEMENT_GROUP_KEY, VALIDATION_KEY
 
 log = logging.getLogger(__name__)
-KIND_TAG = "llavast.kind"
-SWEEP_TAG = "llavast.sweep"
-TRIAL_TAG = "llavast.trial_id"
 NOT_LOGGED = ("step", VALIDATION_KEY, PLACEMENT_GROUP_KEY)
 
 
@@ -93,12 +89,11 @@ def trial_job(base: StageJobConfig, point: dict[str, Any], spec: TrialSpec, tria
               init_from: str | None, validate: bool) -> StageJobConfig:
     """The base stage job with the trial's parameters, named after the trial, nested under its run."""
     raw = base.model_dump(mode="json")
-    sets = [f"{field}={json.dumps(value)}" for field, value in assignments(point).items()]
-    sets += [f"name={json.dumps(f'{spec.sweep_name}-{trial_id}')}",
-             f"tracking.parent_run_id={json.dumps(run_id)}", f"tracking.experiment={json.dumps(spec.experiment)}"]
+    fields = {**assignments(point), "name": f"{spec.sweep_name}-{trial_id}", "tracking.parent_run_id": run_id,
+              "tracking.experiment": spec.experiment}
     if init_from is not None:
-        sets.append(f"model.init_from={json.dumps(init_from)}")
-    raw = apply_sets(raw, sets)
+        fields["model.init_from"] = init_from
+    raw = with_fields(raw, fields)
     if validate:
         raw["train"]["callbacks"] = [*raw["train"].get("callbacks", []),
                                      {"path": "llavast.tune.validation:Validation", "args": spec.validation}]
@@ -107,7 +102,7 @@ def trial_job(base: StageJobConfig, point: dict[str, Any], spec: TrialSpec, tria
 
 def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
     """Tune's trainable: the trial's stages, one after the other, the last one validated and reported."""
-    from llavast.tracking import Tracker
+    from llavast.tracking import Tracker, tags
     from llavast.train.run import run_stage
 
     point = trial_point(config, spec)
@@ -115,7 +110,7 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
     tracker = Tracker(spec.tracking_uri, timeout_s=spec.timeout_s)
     run_id = tracker.ensure_run(spec.experiment, run_key=f"{spec.sweep_key}-{trial_id}",
                                 run_name=f"{spec.sweep_name}-{trial_id}", parent_run_id=spec.parent_run_id,
-                                tags={KIND_TAG: "sweep-trial", SWEEP_TAG: spec.sweep_key, TRIAL_TAG: trial_id})
+                                tags={tags.KIND: "sweep-trial", tags.SWEEP: spec.sweep_key, tags.TRIAL_ID: trial_id})
     tracker.log_params(run_id, {name: str(value) for name, value in point.items()})
     init_from = None
     for k, base in enumerate(spec.stages):
@@ -124,5 +119,5 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
         callbacks = [ReportValidation(spec.tracking_uri, run_id, spec.timeout_s)] if last else []
         result = run_stage(job, register=False, train_callbacks=callbacks)
         init_from = result.artifact_uri
-    tracker.set_tags(run_id, {"llavast.artifact": init_from or ""})
+    tracker.set_tags(run_id, {tags.ARTIFACT: init_from or ""})
     tracker.end_run(run_id)

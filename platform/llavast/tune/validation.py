@@ -6,7 +6,7 @@ It is a training callback (`train/callbacks.py`), built on every worker from the
 
     - on_train_start: the subset's prompts go through the training data path once (the eval runner's rows,
       `data/pipeline.build_dataset`) and the decoded batches are kept;
-    - on_step_end: the model answers them greedily (`evaluate/runner.AnswerGenerator`), in eval mode and
+    - on_step_end: the model answers them greedily (`evaluate/generate.AnswerGenerator`), in eval mode and
       without gradients, then goes back to training. Under ZeRO-2 rank 0 answers and broadcasts the table
       (every rank holds all weights); under ZeRO-3 every rank answers the same batches in lockstep, since
       each forward pass gathers the partitioned weights from all ranks.
@@ -33,8 +33,9 @@ from llavast.data.manifest import SCHEMA
 from llavast.data.pipeline import build_dataset
 from llavast.evaluate.answers import CoordinateBins
 from llavast.evaluate.benchmarks import read_benchmark
+from llavast.evaluate.generate import AnswerGenerator
 from llavast.evaluate.prompts import build_prompts
-from llavast.evaluate.runner import AnswerGenerator, prompt_rows, score_answers
+from llavast.evaluate.runner import prompt_rows, score_answers
 from llavast.storage import StorageOptions
 from llavast.train.callbacks import Callback, WorkerContext
 
