@@ -9,22 +9,19 @@ registering it here, without touching the platform.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from .settings import ModelSettings
 
-from .contract import ModelConfig, ModelContract
+if TYPE_CHECKING:  # the registry itself imports no torch: `settings(name)` stays light
+    from torch import nn
 
+    from .contract import ModelConfig, ModelContract
 
-def _llava_st() -> ModelContract:
-    from .llava_st.spec import LlavaSTSpec
-
-    return LlavaSTSpec()
-
-
-_REGISTRY: dict[str, Callable[[], ModelContract]] = {"llava_st": _llava_st}
+# name -> its package: `<package>.spec` holds the contract class `SPEC`, `<package>.settings` the `SETTINGS`
+_REGISTRY: dict[str, str] = {"llava_st": "model_zoo.llava_st"}
 
 
 def names() -> list[str]:
@@ -34,12 +31,27 @@ def names() -> list[str]:
 @functools.cache
 def spec(name: str) -> ModelContract:
     """The contract of model `name` (the name jobs give in `model.name`)."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; registered models: {names()}")
-    contract = _REGISTRY[name]()
+    from .contract import ModelContract
+
+    contract = importlib.import_module(f"{_package(name)}.spec").SPEC()
     if not isinstance(contract, ModelContract) or contract.name != name:
         raise TypeError(f"model {name!r} is registered with {contract!r}, not a ModelContract named {name!r}")
     return contract
+
+
+@functools.cache
+def settings(name: str) -> ModelSettings:
+    """What a job may set in model `name`'s `model.overrides`, read without importing the model (no torch)."""
+    found = importlib.import_module(f"{_package(name)}.settings").SETTINGS
+    if not isinstance(found, ModelSettings) or found.model != name:
+        raise TypeError(f"model {name!r} declares {found!r}, not the ModelSettings of {name!r}")
+    return found
+
+
+def _package(name: str) -> str:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; registered models: {names()}")
+    return _REGISTRY[name]
 
 
 def spec_of(config: ModelConfig) -> ModelContract:

@@ -4,7 +4,8 @@ A model of the zoo is a `ModelContract` subclass registered by name in `model_zo
 `model_zoo.spec(name)` returns an instance. The platform imports `model_zoo` and this module, never a
 model's own package, so a second model plugs in without touching `platform/`.
 
-The contract has five parts:
+The contract has six parts:
+    settings      `settings`: what a job may set in `model.overrides` (`model_zoo.settings.ModelSettings`)
     building      `build`, `load_config`, `load_tokenizer`, `write_demo_checkpoint`
     groups        `groups`, `carried_groups`, `group_of`, `parameter_groups`
     stage policy  `stage_trainable`, `lape_enabled_for_stage`, `apply_stage`, `lora_target_modules`
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from torch import Tensor, nn
+
+from .settings import ModelSettings
 
 IGNORE_INDEX = -100  # `labels` value of a position that is not learned (system/human turns, visual tokens, padding)
 
@@ -91,6 +94,13 @@ class ModelContract(ABC):
     """What a model provides to the platform. Stateless: one instance serves every config of the model."""
 
     name: ClassVar[str]  # the registry name, equal to the config's `model_type`
+
+    # ---- settings -------------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def settings(self) -> ModelSettings:
+        """What a job may set in `model.overrides` (`model_zoo.settings(name)` gives the same without importing
+        the model)."""
 
     # ---- building -------------------------------------------------------------------------------------
     @abstractmethod

@@ -11,16 +11,13 @@ from typing import Any
 
 from transformers import PretrainedConfig, Qwen2Config, SiglipVisionConfig
 
-QUERY_POOLS = ("interpolate", "mean")
+from .settings import LAPE_INITS, QUERY_POOLS, VIDEO_FAST_TOKENS
+
 LLM_LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class LlavaSTConfigError(ValueError):
     """A LLaVA-ST hyperparameter violates a constraint of the packer or the vocabulary."""
-
-
-LAPE_INITS = ("small", "release", "sincos")
-VIDEO_FAST_TOKENS = ("stp", "release_text")
 
 
 class LlavaSTConfig(PretrainedConfig):

@@ -9,16 +9,22 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..contract import ModelConfig, ModelContract
+from ..settings import ModelSettings
 from . import policy
 from .config import LlavaSTConfig
 from .loading import load_config, load_model, load_tokenizer
 from .modeling import LlavaSTForCausalLM
+from .settings import SETTINGS
 from .tiny import build_tiny_checkpoint
 from .vocab import CoordinateVocab
 
 
 class LlavaSTSpec(ModelContract):
     name = "llava_st"
+
+    @property
+    def settings(self) -> ModelSettings:
+        return SETTINGS
 
     def build(self, source: ModelConfig | str | Path, **overrides: Any) -> nn.Module:
         if isinstance(source, LlavaSTConfig):
@@ -71,3 +77,6 @@ class LlavaSTSpec(ModelContract):
 
     def import_weights(self, model: nn.Module, tensors: Mapping[str, Tensor]) -> None:
         policy.load_trainable_state_dict(model, tensors)
+
+
+SPEC = LlavaSTSpec  # what the registry (`model_zoo.spec("llava_st")`) instantiates

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.init import trunc_normal_
 
-from .config import QUERY_POOLS, LlavaSTConfig
+from .config import LlavaSTConfig
+from .settings import QUERY_POOLS
 
 
 def pool_space(x: Tensor, grid: int, size: int, mode: str) -> Tensor:

@@ -52,12 +52,14 @@ def _job(inputs: dict[str, Path], mlflow: MlflowServer, name: str, **changes: ob
 CASES = {
     "tracking.uri": lambda i: {"tracking__uri": f"http://127.0.0.1:{free_port()}"},
     "model.base": lambda i: {"model__base": str(i["tmp"] / "no-such-model")},
+    "model.overrides": lambda i: {"model__overrides": {"k1": 5}},  # the tiny checkpoint's W1 is 27
     "data.manifest": lambda i: {"data__manifest": str(i["tmp"] / "st")},  # a dataset, not a finished index
     "model.init_from": lambda i: {"model__init_from": "models:/no-such-model@stage1"},
     "storage.root": lambda i: {"storage__root": str(i["tmp"] / "a-file" / "runs")},
     "train.callbacks": lambda i: {"train__callbacks": [{"path": "no_such_package.audit:SampleAudit"}]},
 }
 EXPECTED = {"tracking.uri": "tracking.uri", "model.base": "model.base: ", "data.manifest": "data.manifest: ",
+            "model.overrides": "model.overrides: k1 must divide the feature grid W1: W1=27 is not divisible by k1=5",
             "model.init_from": "init_from 'models:/no-such-model@stage1' cannot be resolved",
             "storage.root": "storage.root: ",
             "train.callbacks": "train.callbacks: cannot import no_such_package.audit:SampleAudit"}

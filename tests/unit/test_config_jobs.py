@@ -79,7 +79,14 @@ storage: {root: s3://b/runs}
     ("pip: [torch]\nrequirements: req.txt\n", r"either pip .* or requirements"),
 ])
 def test_broken_stage_yaml_fails_with_file_key_and_problem(tmp_path, patch, message):
-    text = STAGE + patch  # a repeated top-level key replaces the earlier one (PyYAML keeps the last)
+    lines = STAGE.splitlines(keepends=True)
+    for line in patch.splitlines(keepends=True):  # a patched top-level key replaces the job's own line
+        at = [i for i, old in enumerate(lines) if old.startswith(line.split(":")[0] + ":")]
+        if at:
+            lines[at[0]] = line
+        else:
+            lines.append(line)
+    text = "".join(lines)
     with pytest.raises(ConfigError, match=message):
         load_job(_write(tmp_path, text))
 

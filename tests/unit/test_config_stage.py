@@ -102,3 +102,48 @@ def test_fingerprint_ignores_layout_and_omitted_defaults(tmp_path: Path) -> None
     assert len(fingerprint(base)) == 64
     observed = {**raw, "tracking": {**raw["tracking"], "system_metrics_interval_s": 1.0}}  # what it observes only
     assert fingerprint(parse_job(observed)) == fingerprint(base)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ("{M_t: 50}", "model.overrides: Value error, M_t is not a llava_st setting: did you mean m_t?"),
+    ("{N: 16}", "model.overrides: Value error, N is not a llava_st setting: did you mean num_frames?"),
+    ("{m_t: fifty}", "m_t: must be an integer, got 'fifty'"),
+    ("{m_t: 1}", "m_t: must be >= 2"),
+    ("{k1: 0}", "k1: must be >= 1"),
+    ("{lape_init: bogus}", "lape_init: must be one of 'small', 'release', 'sincos', got 'bogus'"),
+    ("{lape_enabled: 1}", "lape_enabled: must be true or false, got 1"),
+    ("{k1: 6, k2: 4}", "k2 must divide k1 (k1 % k2 == 0): k1=6, k2=4"),
+    ("{num_frames: 16, sigma: 5}", "sigma must divide N (num_frames % sigma == 0): num_frames=16, sigma=5"),
+])
+def test_model_overrides_are_typed_settings_of_the_model(tmp_path: Path, overrides: str, message: str) -> None:
+    """`model.overrides` takes the model's declared settings only, each of its type and range, and the packer's
+    rules between the ones given (W1 % k1 needs the checkpoint's W1: the preflight checks it)."""
+    path = _write(tmp_path, STAGE2_YAML.replace("  init_from:", f"  overrides: {overrides}\n  init_from:"))
+    with pytest.raises(ConfigError) as err:
+        load_stage_job(path)
+    assert message in str(err.value)
+
+
+def test_valid_overrides_and_an_unknown_model(tmp_path: Path) -> None:
+    path = _write(tmp_path, STAGE2_YAML.replace("  init_from:", "  overrides: {m_t: 50, k1: 9, k2: 3, num_frames: 20, "
+                                                               "sigma: 4, lape_init: sincos}\n  init_from:"))
+    assert load_stage_job(path).model.overrides["m_t"] == 50
+    path = _write(tmp_path, STAGE2_YAML.replace("  base:", "  name: llava_sx\n  base:"))
+    with pytest.raises(ConfigError, match="model.name: Value error, unknown model 'llava_sx'; registered models"):
+        load_stage_job(path)
+
+
+@pytest.mark.parametrize("init_from", ["llava-st-demo@stage1", "runs/abc", "llava-st-demo/3"])
+def test_init_from_must_be_a_registry_ref_or_a_uri(tmp_path: Path, init_from: str) -> None:
+    path = _write(tmp_path, STAGE2_YAML.replace("models:/llavast-demo@stage1", init_from))
+    with pytest.raises(ConfigError, match=r"model.init_from: Value error, .*models:/<name>@<alias>"):
+        load_stage_job(path)
+    for good in ("models:/m@stage1", "models:/m/3", "s3://b/artifacts/run", "file:///runs/a", "/runs/a",
+                 "node:stage1", "mlflow-artifacts:/1/abc/artifacts/artifact"):
+        assert load_stage_job(_write(tmp_path, STAGE2_YAML.replace("models:/llavast-demo@stage1", good)))
+
+
+def test_duplicate_yaml_keys_are_refused_with_both_lines(tmp_path: Path) -> None:
+    path = _write(tmp_path, STAGE2_YAML.replace("  lr: 2.0e-5\n", "  lr: 2.0e-5\n  lr: 1.0e-4\n"))
+    with pytest.raises(ConfigError, match=rf"^{path}: line 11: duplicate key 'lr' \(first on line 10\)"):
+        load_stage_job(path)

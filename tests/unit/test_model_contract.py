@@ -4,6 +4,7 @@ constants (IGNORE_INDEX, MediaKind) have one definition. The layering checks rea
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,36 @@ def test_the_platform_reaches_models_only_through_the_contract():
                  for name in _imports(tree)
                  if name.startswith("model_zoo.") and name.split(".")[1] in internals]
     assert offenders == []
+
+
+def test_settings_are_config_fields_read_without_the_model():
+    """Every declared setting is a LlavaSTConfig field of the declared type whose default is valid; the registry
+    gives the same declaration without importing torch (so loading a job stays fast)."""
+    import inspect
+    import subprocess
+    import sys
+
+    from model_zoo.llava_st import LlavaSTConfig
+
+    settings = model_zoo.settings("llava_st")
+    assert model_zoo.spec("llava_st").settings is settings
+    parameters = inspect.signature(LlavaSTConfig.__init__).parameters
+    for name, setting in settings.fields.items():
+        assert name in parameters, name
+        default = parameters[name].default
+        assert isinstance(default, setting.type) and setting.problem(default) is None, (name, default)
+    assert settings.check({name: parameters[name].default for name in settings.fields}) == []
+    code = "import sys, model_zoo; model_zoo.settings('llava_st'); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+    with pytest.raises(KeyError, match="unknown model 'nope'"):
+        model_zoo.settings("nope")
+
+
+def test_docs_list_every_setting():
+    """docs/training.md's table of model settings names exactly the declared settings."""
+    text = (ROOT / "docs" / "training.md").read_text()
+    table = text[text.index("## Model settings"):text.index("## Tests")]
+    listed = {name for row in table.splitlines() if row.startswith("| `")
+              for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    assert listed == set(model_zoo.settings("llava_st").fields)

@@ -7,13 +7,60 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from pydantic import Field, PositiveFloat, field_validator, model_validator
+from pydantic import Field, PositiveFloat, ValidationInfo, field_validator, model_validator
 
 from llavast.config.base import Section
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_model_settings(name: str, overrides: dict[str, Any]) -> None:
+    """`model.name` is a registered model and `overrides` are its settings (`model_zoo.settings`: declared
+    types and ranges, the rules between them); a ValueError names each problem."""
+    import model_zoo
+
+    try:
+        settings = model_zoo.settings(name)
+    except KeyError as err:
+        raise ValueError(str(err).strip('"')) from None
+    problems = settings.check(overrides)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+INIT_REF_FORMS = ("models:/<name>@<alias>, models:/<name>/<version>, an artifact URI (s3://..., file://..., "
+                  "mlflow-artifacts:/...), an absolute path, or node:<stage node> in a pipeline")
+
+
+def check_model_ref(ref: str | None) -> str | None:
+    """A stage artifact reference: a registry ref, a URI, an absolute path, or a pipeline node."""
+    if ref is None or ref.startswith(("models:/", "node:", "/")) or re.match(r"^[a-z][a-z0-9+.-]*:/", ref):
+        return ref
+    raise ValueError(f"{ref!r} is not {INIT_REF_FORMS}")
+
+
+class ModelChoice(Section):
+    """Which model of the zoo (`name`), and the settings a job changes (`overrides`: the model's declared
+    settings, such as `m_t`, `num_frames`, `k1` for LLaVA-ST: docs/training.md, "Model settings")."""
+
+    name: str = "llava_st"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        check_model_settings(name, {})
+        return name
+
+    @field_validator("overrides")
+    @classmethod
+    def _settings_of_the_model(cls, overrides: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "name" in info.data:  # else the name's own error says what is wrong
+            check_model_settings(info.data["name"], overrides)
+        return overrides
 
 
 class TrackingBase(Section):

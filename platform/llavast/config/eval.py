@@ -14,13 +14,21 @@ node's registered output and is skipped by fingerprint like any node. docs/evalu
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from llavast import storage
 from llavast.config.base import Section
-from llavast.config.common import JobCommon, TrackingBase
+from llavast.config.common import JobCommon, ModelChoice, TrackingBase, check_model_ref
 from llavast.config.data import DecodeSection
 from llavast.storage import StorageOptions
 
@@ -29,7 +37,7 @@ DEFAULT_BENCHMARK_NAMES = {"stvg": "st-align", "svg": "st-align", "elc": "st-ali
                            "rec": "refcoco"}
 
 
-class EvalModelSection(Section):
+class EvalModelSection(ModelChoice):
     """The model to evaluate.
 
     `version`: a registered version (`models:/<name>/<version>`, `models:/<name>@<alias>`), a stage artifact's
@@ -38,10 +46,10 @@ class EvalModelSection(Section):
     records. `overrides` set model config fields, as in a stage job.
     """
 
-    name: str = "llava_st"
     version: str | None = None
     base: str | None = None
-    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    _version_is_a_ref = field_validator("version")(check_model_ref)
 
     @model_validator(mode="after")
     def _something_to_load(self) -> EvalModelSection:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from llavast.config.base import Section
-from llavast.config.common import JobCommon, TrackingBase
+from llavast.config.common import JobCommon, ModelChoice, TrackingBase, check_model_ref
 from llavast.config.data import DataConfig
 from llavast.storage import StorageOptions
 
 
-class ModelSection(Section):
+class ModelSection(ModelChoice):
     """Where the weights come from.
 
     `base` is the pretrained checkpoint (a llava-hf LLaVA-OneVision directory, or a LLaVA-ST one) and its
@@ -26,10 +26,10 @@ class ModelSection(Section):
     `models:/<name>/<version>` or the artifact's URI. Stage 1 starts from `base` alone.
     """
 
-    name: str = "llava_st"
     base: str
     init_from: str | None = None
-    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    _init_from_is_a_ref = field_validator("init_from")(check_model_ref)
 
 
 class CallbackSpec(Section):

@@ -3,6 +3,8 @@ run exists, so a typo costs seconds and one line, not a Ray cluster start and a 
 
     tracking.uri       the MLflow server answers
     model.base         a readable model directory (its config.json)
+    model.overrides    valid on that checkpoint: its config built with them (no weights), so a rule that needs
+                       the checkpoint's shapes (the packer's W1 % k1) fails here, not on a worker
     data.manifest      a finished index (its summary.json and at least one manifest shard)
     model.init_from    the registered alias or version exists (or, for a plain URI, the artifact does)
     storage.root       writable: a small object is written and removed
@@ -13,15 +15,19 @@ Each failure raises the project's error type with a message that names the field
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
+import model_zoo
 from llavast import storage
 from llavast.config.stage import StageJobConfig
 from llavast.data.manifest import manifest_files
-from llavast.errors import DataError, StorageError, TrainError
+from llavast.errors import ConfigError, DataError, StorageError, TrainError
 from llavast.tracking import ResolvedInit, Tracker, check_reachable, resolve_init_from
 from llavast.train import callbacks
+from llavast.train.stage_model import WEIGHT_SUFFIXES
 
 PROBE_PREFIX = ".llavast-preflight-"
 
@@ -41,6 +47,12 @@ def preflight(job: StageJobConfig) -> Checked:
     if not storage.exists(storage.join(job.model.base, "config.json"), options):
         raise TrainError(f"model.base: {job.model.base} is not a readable model directory (no config.json); "
                          "point it at a LLaVA-OneVision or LLaVA-ST checkpoint directory")
+    with tempfile.TemporaryDirectory(prefix="llavast-preflight-") as tmp:
+        base = storage.download_dir(job.model.base, options, Path(tmp), skip_suffixes=WEIGHT_SUFFIXES)
+        try:
+            model_zoo.spec(job.model.name).load_config(str(base), **job.model.overrides)
+        except ValueError as err:
+            raise ConfigError(f"model.overrides: {err} (with the base checkpoint {job.model.base})") from err
     try:
         manifest_files(job.data.manifest, job.data.storage)  # a finished index with shards
     except DataError as err:
