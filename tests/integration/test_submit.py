@@ -7,7 +7,9 @@ The head is this module's own `ray start --head --block`: its own temp dir, free
 first on PATH so the job's entrypoint `llavast run ...` runs the same installed platform, and the teardown
 stops exactly its processes (never `ray stop`, which stops every Ray on the machine). The head starts
 WITHOUT the S3 credentials: the job gets them only through its YAML's `env_vars: ${env:...}` references,
-resolved by `submit` from this process' environment, as a user's credentials reach a remote cluster.
+resolved by `submit` from this process' environment, as a user's credentials reach a remote cluster. The MLflow
+server is the head's own MLFLOW_TRACKING_URI (as the KubeRay Secret sets it on every pod): the job YAML names
+none, and the submitting process has none.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import psutil
 import pytest
 import yaml
 
+from llavast.services import MlflowServer
 from tests.fixtures.train import TrainWorld, unique
 
 pytestmark = pytest.mark.integration
@@ -93,15 +96,16 @@ def _stop(head: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[RayHead]:
+def ray_head(mlflow_server: MlflowServer) -> Iterator[RayHead]:
     directory = Path(tempfile.mkdtemp(prefix="lsb", dir="/tmp"))  # short: Ray's unix sockets live below it
     token = secrets.token_hex(32)
     (directory / "auth_token").write_text(token)
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(directory / "auth_token")}
     gcs, dashboard, client = _free_ports(3)
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "MLFLOW_TRACKING_URI")}
     head_env = {k: v for k, v in env.items() if k not in CREDENTIALS}
-    head_env.update(auth, PATH=f"{BIN}:{env.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
+    head_env.update(auth, MLFLOW_TRACKING_URI=mlflow_server.uri, PATH=f"{BIN}:{env.get('PATH', '')}",
+                    RAY_USAGE_STATS_ENABLED="0",
                     RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",  # nothing to drain: stop in seconds
                     RAY_memory_monitor_refresh_ms="0")  # shared machine: no kills by total memory use
     log = directory / "head.log"
@@ -130,8 +134,9 @@ def llavast(head: RayHead, *args: str, timeout: float = 60) -> subprocess.Comple
 
 def stage_yaml(world: TrainWorld, directory: Path, name: str, model: str) -> Path:
     """A 2-worker, 2-step stage-1 job; the working dir shipped to the cluster holds only this YAML, every
-    path in it is absolute, and the S3 credentials are ${env:...} references."""
+    path in it is absolute, the S3 credentials are ${env:...} references, and no tracking.uri: the cluster's."""
     raw = world.job(1, name, model, train={"max_steps": 2, "checkpoint_every": 2}).model_dump(mode="json")
+    del raw["tracking"]["uri"]
     raw.update(working_dir=str(directory), env_vars={k: f"${{env:{k}}}" for k in CREDENTIALS})
     job_file = directory / "stage1.yaml"
     job_file.write_text(yaml.safe_dump(raw))

@@ -147,3 +147,29 @@ def test_duplicate_yaml_keys_are_refused_with_both_lines(tmp_path: Path) -> None
     path = _write(tmp_path, STAGE2_YAML.replace("  lr: 2.0e-5\n", "  lr: 2.0e-5\n  lr: 1.0e-4\n"))
     with pytest.raises(ConfigError, match=rf"^{path}: line 11: duplicate key 'lr' \(first on line 10\)"):
         load_stage_job(path)
+
+
+def test_tracking_uri_comes_from_the_environment_when_the_job_leaves_it_out(tmp_path: Path, monkeypatch) -> None:
+    """As MLflow, HF Trainer and accelerate do: no `tracking.uri` -> MLFLOW_TRACKING_URI of the process that loads
+    the job (the driver); `${env:NAME}` works in it too."""
+    without = STAGE2_YAML.replace("  uri: http://127.0.0.1:5000\n", "")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.cluster:5000")
+    assert load_stage_job(_write(tmp_path, without)).tracking.uri == "http://mlflow.cluster:5000"
+    monkeypatch.setenv("TEAM_MLFLOW", "https://mlflow.team.example")
+    ref = STAGE2_YAML.replace("http://127.0.0.1:5000", "${env:TEAM_MLFLOW}")
+    assert load_stage_job(_write(tmp_path, ref)).tracking.uri == "https://mlflow.team.example"
+    assert load_stage_job(_write(tmp_path, STAGE2_YAML)).tracking.uri == "http://127.0.0.1:5000"  # literal wins
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    unresolved = load_stage_job(_write(tmp_path, without))  # validates (a submitter need not know the server)
+    assert unresolved.tracking.uri is None
+
+
+@pytest.mark.parametrize(("uri", "message"), [
+    ("127.0.0.1:5000", "tracking.uri: Value error, '127.0.0.1:5000' has no scheme"),
+    ("mlflow.example.org", "tracking.uri: Value error, 'mlflow.example.org' has no scheme"),
+    ("ftp://mlflow.example.org", "tracking.uri: Value error, 'ftp://mlflow.example.org': scheme ftp is not"),
+])
+def test_a_tracking_uri_without_a_known_scheme_is_refused(tmp_path: Path, uri: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_stage_job(_write(tmp_path, STAGE2_YAML.replace("http://127.0.0.1:5000", uri)))
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import Field, PositiveFloat, ValidationInfo, field_validator, model_validator
 
 from llavast.config.base import Section
+from llavast.config.secrets import ENV_REF
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -63,14 +64,37 @@ class ModelChoice(Section):
         return overrides
 
 
+TRACKING_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc")
+
+
+def check_tracking_uri(uri: str | None) -> str | None:
+    """An MLflow tracking URI with a scheme MLflow knows, a `${env:NAME}` reference, or None (from the
+    environment: `config.loader.resolve_tracking_uri`)."""
+    if uri is None or ENV_REF.match(uri):
+        return uri
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme in TRACKING_SCHEMES:
+        return uri
+    if "://" not in uri:
+        raise ValueError(f"{uri!r} has no scheme: give http(s)://host:port for an MLflow server (or a local "
+                         "store: file:, sqlite:, postgresql:, ...)")
+    raise ValueError(f"{uri!r}: scheme {scheme} is not one MLflow tracks to ({', '.join(TRACKING_SCHEMES)})")
+
+
 class TrackingBase(Section):
     """The MLflow fields every job kind's `tracking` has: the server, the experiment, the run to nest under
-    (a pipeline's or a sweep's, set by the platform), and how long one MLflow call may take."""
+    (a pipeline's or a sweep's, set by the platform), and how long one MLflow call may take.
 
-    uri: str
+    `uri` left out: the MLFLOW_TRACKING_URI of the process that loads the job (the driver), as MLflow itself,
+    HF Trainer and accelerate do; `${env:NAME}` reads another variable.
+    """
+
+    uri: str | None = None
     experiment: str
     parent_run_id: str | None = None
     timeout_s: PositiveFloat = 10.0
+
+    _uri_has_a_scheme = field_validator("uri")(check_tracking_uri)
 
 
 class JobCommon(Section):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from llavast.config.data_jobs import IndexJobConfig, SynthJobConfig
 from llavast.config.eval import EvalJobConfig
 from llavast.config.graph import Node, check_graph
 from llavast.config.pipeline import NODE_REF, PipelineConfig
-from llavast.config.secrets import check_secrets
+from llavast.config.secrets import ENV_REF, check_secrets
 from llavast.config.stage import StageJobConfig
 from llavast.config.sweep import SweepJobConfig
 from llavast.errors import ConfigError
@@ -139,9 +141,24 @@ def read_job_file(path: str | Path) -> dict[str, Any]:
 
 
 def read_job(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
-    """The raw job mapping after `extends:`, path anchoring and `--set`, checked for literal secrets."""
+    """The raw job mapping after `extends:`, path anchoring and `--set`, checked for literal secrets, its
+    tracking URI resolved from the environment where the job asks for it."""
     raw = anchor_paths(apply_sets(read_job_file(path), sets), Path.cwd())  # --set paths: where you type them
     check_secrets(raw, str(path))
+    return resolve_tracking_uri(raw, os.environ)
+
+
+def resolve_tracking_uri(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """`tracking.uri` as the job's driver sees it: `${env:NAME}` -> environ[NAME]; left out ->
+    environ["MLFLOW_TRACKING_URI"]. Unset variables leave it as it is: whoever needs the server says so."""
+    tracking = raw.get("tracking")
+    if not isinstance(tracking, dict):
+        return raw
+    uri = tracking.get("uri")
+    ref = ENV_REF.match(uri) if isinstance(uri, str) else None
+    name = ref["name"] if ref else "MLFLOW_TRACKING_URI" if uri is None else None
+    if name is not None and environ.get(name):
+        return {**raw, "tracking": {**tracking, "uri": environ[name]}}
     return raw
 
 
@@ -155,7 +172,7 @@ def load_sub_job(raw: dict[str, Any], fields: dict[str, Any], fields_dir: Path, 
         raw = deep_merge({k: v for k, v in anchored.items() if k != "kind"}, raw)
     raw = anchor_paths(with_fields(raw, fields), fields_dir)
     check_secrets(raw, source)
-    return parse_job(raw, source=source)
+    return parse_job(resolve_tracking_uri(raw, os.environ), source=source)
 
 
 def load_job(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> BaseModel:

@@ -35,8 +35,20 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT_RUN_TAG = "mlflow.parentRunId"
 
 
-def check_reachable(uri: str, timeout_s: float) -> None:
+def require_uri(uri: str | None) -> str:
+    """The tracking URI of a job, which must have resolved on the driver: left out, or `${env:NAME}` with the
+    variable unset here, is a TrackingError that says how to give it."""
+    if uri and not uri.startswith("${env:"):
+        return uri
+    name = uri[6:-1] if uri else "MLFLOW_TRACKING_URI"
+    said = f"tracking.uri is {uri}" if uri else "the job gives no tracking.uri"
+    raise TrackingError(f"no MLflow server: {said} and {name} is not set in the environment of this process; "
+                        f"export {name}=http://<host>:<port> (or set tracking.uri in the job)")
+
+
+def check_reachable(uri: str | None, timeout_s: float) -> None:
     """Raise TrackingError unless an HTTP tracking server answers; local stores need no server."""
+    uri = require_uri(uri)
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -71,9 +83,9 @@ class Tracker:
     server stays down.
     """
 
-    def __init__(self, uri: str, *, timeout_s: float = 10.0, backoff: Backoff | None = None) -> None:
-        check_reachable(uri, timeout_s)
-        self.uri = uri
+    def __init__(self, uri: str | None, *, timeout_s: float = 10.0, backoff: Backoff | None = None) -> None:
+        self.uri = require_uri(uri)
+        check_reachable(self.uri, timeout_s)
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         self._backoff = backoff or Backoff(attempts=4, base_s=1.0)
 
