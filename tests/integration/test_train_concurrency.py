@@ -4,6 +4,7 @@ the registered version): exactly one version for the stage's fingerprint, and it
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -89,3 +90,11 @@ def test_two_pipelines_started_together_register_one_version_per_node(train_worl
         {"stage1": by_stage["1"], "stage2": by_stage["2"]}
     stage2 = client.get_model_version(model, by_stage["2"])
     assert stage2.tags["llavast.parent_version"] == f"{model}/{by_stage['1']}"  # lineage across the runners
+
+    # the pipeline's run keeps both attempts: for each node, the one that ran it says so
+    parent = client.search_runs([client.get_experiment_by_name(f"{name}-exp").experiment_id])[0]
+    attempts = [json.loads(Path(client.download_artifacts(parent.info.run_id, a.path, str(tmp_path))).read_text())
+                for a in client.list_artifacts(parent.info.run_id, "attempts")]
+    assert len(attempts) == 2
+    for node in ("stage1", "stage2"):
+        assert sorted(a["nodes"][node]["status"] for a in attempts) == ["skipped", "succeeded"], attempts

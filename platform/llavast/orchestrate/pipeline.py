@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from llavast.config.loader import ResolvedPipeline, canonical_json
 from llavast.config.resources import job_resources
@@ -55,6 +61,8 @@ def run_pipeline(
                                            parent_run_id=tracking.parent_run_id,
                                            tags={tags.KIND: "pipeline", tags.SOURCE: pipeline.source})
     tuned_by = {n.name: n.tuned_by for n in pipeline.config.nodes if n.tuned_by}
+    started = datetime.now(UTC)
+
     def waiting(name: str, holder: Holder) -> None:
         if on_update is not None:
             on_update(NodeResult(name, Status.WAITING, "", details={"holder": f"{holder.host} pid {holder.pid}"}))
@@ -64,7 +72,23 @@ def run_pipeline(
                       max_parallel=pipeline.config.max_parallel, dry_run=dry_run, on_update=on_update)
     if tracker is not None and parent_run_id is not None:
         failed = any(r.status in (Status.FAILED, Status.BLOCKED) for r in results.values())
+        # every attempt keeps its own record (a re-run that skips a node does not hide the attempt that ran
+        # it); the tags say how the latest attempt left each node
+        record = attempt_record(results, started)
+        tracker.call("log_text", tracker.client.log_text, parent_run_id, json.dumps(record, indent=1),
+                     f"{ATTEMPTS_DIR}/{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.json")
         tracker.set_tags(parent_run_id, {f"{tags.NODE_STATE_PREFIX}{name}": r.status.value
                                          for name, r in results.items()})
         tracker.end_run(parent_run_id, "FAILED" if failed else "FINISHED")
     return results
+
+
+ATTEMPTS_DIR = "attempts"  # in the pipeline's parent run: one JSON per `llavast run` of it
+
+
+def attempt_record(results: Mapping[str, NodeResult], started: datetime) -> dict[str, Any]:
+    """One run of the pipeline as its parent run keeps it: who ran it, when, and each node's outcome."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": started.isoformat(),
+            "ended": datetime.now(UTC).isoformat(),
+            "nodes": {name: {"status": r.status.value, "output": r.output, "error": r.error,
+                             "seconds": round(r.seconds, 1)} for name, r in results.items()}}
