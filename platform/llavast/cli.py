@@ -30,6 +30,7 @@ from llavast.services import LOCAL_MLFLOW_PORT, LOCAL_MLFLOW_URI
 from llavast.storage import StorageOptions
 
 console = Console()
+CHECKOUT = Path(__file__).resolve().parents[2]  # the repository this platform runs from: the demo's home
 errors = Console(stderr=True)
 
 
@@ -726,7 +727,7 @@ PortOpt = Annotated[int, typer.Option("--port", help="MLflow server port on 127.
 
 
 @services_app.command("up")
-def services_up(state_dir: StateOpt = Path(".demo/mlflow"), port: PortOpt = LOCAL_MLFLOW_PORT,
+def services_up(state_dir: StateOpt = CHECKOUT / ".demo" / "mlflow", port: PortOpt = LOCAL_MLFLOW_PORT,
                 foreground: Annotated[bool, typer.Option("--foreground", help="Run in this terminal until Ctrl-C "
                                                                               "instead of in the background.")] = False
                 ) -> None:
@@ -753,7 +754,7 @@ def services_up(state_dir: StateOpt = Path(".demo/mlflow"), port: PortOpt = LOCA
 
 
 @services_app.command("down")
-def services_down(state_dir: StateOpt = Path(".demo/mlflow")) -> None:
+def services_down(state_dir: StateOpt = CHECKOUT / ".demo" / "mlflow") -> None:
     """Stop the local MLflow server started by `services up` (its runs and models stay in --state-dir)."""
     from llavast.services import mlflow_down
 
@@ -762,20 +763,24 @@ def services_down(state_dir: StateOpt = Path(".demo/mlflow")) -> None:
 
 # ---- the embedded default -----------------------------------------------------------------------------------
 @app.command("demo")
-def demo(pipeline_file: Annotated[Path, typer.Option("--pipeline", help="The demo pipeline.")] = Path(
-             "jobs/demo/pipeline.yaml"),
-         mlflow_dir: Annotated[Path, typer.Option(help="State of the local MLflow server.")] = Path(".demo/mlflow"),
+def demo(pipeline_file: Annotated[Path | None, typer.Option(
+             "--pipeline", help="The demo pipeline (default: jobs/demo/pipeline.yaml of this checkout).")] = None,
+         mlflow_dir: Annotated[Path | None, typer.Option(
+             help="State of the local MLflow server (default: .demo/mlflow of this checkout).")] = None,
          num_cpus: Annotated[int, typer.Option(help="Logical CPUs of the local Ray.")] = 4) -> None:
     """The whole pipeline on embedded defaults: tiny model, synthetic data, local Ray, local MLflow.
 
     Builds the tiny base checkpoint where the stage jobs expect it, starts MLflow on the pipeline's tracking
-    port, runs the pipeline (finished nodes are skipped on a second run) and prints a summary per stage.
+    port, runs the pipeline (finished nodes are skipped on a second run) and prints a summary per stage. Runs
+    from any folder: the defaults are the checkout's own.
     """
     import ray
 
     import model_zoo
     from llavast.services import mlflow_up
 
+    pipeline_file = pipeline_file or CHECKOUT / "jobs" / "demo" / "pipeline.yaml"
+    mlflow_dir = mlflow_dir or CHECKOUT / ".demo" / "mlflow"
     job = _load(pipeline_file, [])
     if job.kind != "pipeline" or job.config.tracking is None:
         raise typer.BadParameter(f"{pipeline_file} must be a pipeline with a tracking section")
@@ -817,6 +822,10 @@ def demo(pipeline_file: Annotated[Path, typer.Option("--pipeline", help="The dem
             console.print(f"LLaVA-ST demo: {name} of {evaluated} (metrics in %, results in {result.output})",
                           soft_wrap=True)
             console.print(_metric_table(tables))
+    if any(job.jobs[name].kind == "eval" for name in results):
+        console.print("These scores are near zero by design: the demo's tiny model trains a few steps, to show the "
+                      "platform end to end. `make learn` trains one that learns what the benchmarks ask "
+                      "(docs/results.md).", soft_wrap=True)
     from llavast.tracking import Tracker
     from llavast.tracking.client import experiment_url
 
