@@ -87,6 +87,8 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of
                             ] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # MLflow prints a "View run" link (to its GenAI view) at every run's end; the platform prints its own
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def _print_failure(failure: Any, indent: str = "  ") -> None:
@@ -442,6 +444,13 @@ def run(job_file: Annotated[Path, typer.Argument(help="Job YAML (any kind: stage
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     alias = f" (@{job.alias})" if job.kind == "stage" else ""
     table.add_row("output", f"{result.output}{alias}")
+    tracking = getattr(job, "tracking", None)
+    if result.details.get("run_id") and tracking is not None:
+        from llavast.tracking import Tracker
+        from llavast.tracking.client import run_url
+
+        experiment = Tracker(tracking.uri).experiment_id(tracking.experiment)
+        table.add_row("MLflow", run_url(tracking.uri, experiment, result.details["run_id"]))
     console.print(f"[green]done[/green] {job.kind} {job.name}", highlight=False)
     console.print(table)
 
@@ -670,7 +679,12 @@ def eval_run(job_file: Annotated[Path, typer.Argument(help="Eval job YAML (kind:
     console.print(f"results: {job.out} (summary.json, run.json, <benchmark>/<task>/results.parquet)", soft_wrap=True)
     if result.mlflow_run_id:
         version = f"; tagged version {result.run.source.version}" if result.run.source.version else ""
-        console.print(f"MLflow run {result.mlflow_run_id} in {job.tracking.experiment}{version}", soft_wrap=True)
+        from llavast.tracking import Tracker
+        from llavast.tracking.client import run_url
+
+        link = run_url(job.tracking.uri, Tracker(job.tracking.uri).experiment_id(job.tracking.experiment),
+                       result.mlflow_run_id)
+        console.print(f"MLflow run {link} in {job.tracking.experiment}{version}", soft_wrap=True)
 
 
 @eval_app.command("score")

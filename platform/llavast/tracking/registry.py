@@ -112,7 +112,7 @@ def register_stage_artifact(tracker: Tracker, model_name: str, source_uri: str, 
             raise TrackingError(f"MLflow get_registered_model({model_name!r}) failed at {tracker.uri}: {err}") from err
         tracker.call("create_registered_model", tracker.client.create_registered_model, model_name)
     mv = tracker.call("create_model_version", tracker.client.create_model_version, model_name, source,
-                      run_id=run_id, tags=dict(tags))
+                      run_id=run_id, tags=dict(tags), await_creation_for=0)  # a plain source is READY at once
     tracker.call("set_registered_model_alias", tracker.client.set_registered_model_alias, model_name, alias,
                  str(mv.version))
     log.info("registered %s version %s (alias %s) from %s", model_name, mv.version, alias, source)
