@@ -89,6 +89,9 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # MLflow prints a "View run" link (to its GenAI view) at every run's end; the platform prints its own
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    from llavast.train.progress import PROGRESS_LOGGER
+
+    logging.getLogger(PROGRESS_LOGGER).setLevel(logging.INFO)  # stage lines: run links, step / total, ETA
 
 
 def _print_failure(failure: Any, indent: str = "  ") -> None:

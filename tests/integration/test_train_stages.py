@@ -9,6 +9,8 @@ MLflow runs and registry).
 from __future__ import annotations
 
 import json
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from llavast.config.stage import StageJobConfig
 from llavast.data.manifest import read_summary, summary_digest
 from llavast.tracking import Tracker
 from llavast.train.artifact import read_artifact
+from llavast.train.progress import PROGRESS_LOGGER
 from llavast.train.run import StageResult, run_stage
 from tests.fixtures import callbacks
 from tests.fixtures.train import TrainWorld, unique
@@ -39,6 +42,7 @@ class Stage:
     before: dict[str, torch.Tensor]
     after: dict[str, torch.Tensor]
     job: StageJobConfig
+    progress: list[str]  # what the driver said of the stage as it trained (llavast.train.progress)
 
 
 @dataclass
@@ -54,9 +58,28 @@ def _run(world: TrainWorld, tmp: Path, stage: int, name: str, model_name: str, t
     dumps = tmp / f"dumps-stage{stage}"
     train = {**train, "callbacks": [callbacks.spec("ParamDump", directory=str(dumps))]}
     job = world.job(stage, name, model_name, train=train, **kwargs)
-    result = run_stage(job)
+    said, logger = _Said(), logging.getLogger(PROGRESS_LOGGER)
+    level = logger.level
+    logger.addHandler(said)
+    logger.setLevel(logging.INFO)
+    try:
+        result = run_stage(job)
+    finally:
+        logger.removeHandler(said)
+        logger.setLevel(level)
     return Stage(result, load_file(str(dumps / "before.safetensors")), load_file(str(dumps / "after.safetensors")),
-                 job)
+                 job, said.lines)
+
+
+class _Said(logging.Handler):
+    """The messages of a logger, kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +132,18 @@ def test_stp_and_lape_carry_over_and_lora_merges(chain: Chain, train_world: Trai
     assert artifact.manifest["stage"] == 3 and len(artifact.merged) == 1
     for name, value in {**artifact.weights, **(artifact.lora or {})}.items():
         assert torch.equal(value, s3.after[name]), name
+
+
+def test_each_stage_says_its_run_and_its_progress(chain: Chain) -> None:
+    """The driver says the stage's MLflow run (a link to it in the training view) when it starts, and rank 0's
+    progress lines reach it: the last step with its loss, throughput, data wait and ETA."""
+    for stage, s in chain.stages.items():
+        run = f"stage {stage} ({s.job.name}): MLflow run {s.job.tracking.uri}/#/experiments/"
+        assert s.progress[0].startswith(run) and s.result.mlflow_run_id in s.progress[0], s.progress
+        assert s.progress[0].endswith("?workflowType=machine_learning")
+        total = s.result.total_steps
+        assert re.fullmatch(rf"stage {stage} \({s.job.name}\): step {total}/{total}, loss \d+\.\d{{4}}, "
+                            r"\d+\.\d\d samples/s, data wait \d+%, ETA 0:00", s.progress[-1]), s.progress
 
 
 def test_registry_versions_aliases_and_lineage(chain: Chain, train_world: TrainWorld) -> None:

@@ -156,3 +156,11 @@ def test_dry_run_plans_without_running():
     assert executor.ran == []
     assert [plan[n].status for n in ("stage1", "stage2", "stage3", "eval_a")] == [
         Status.SKIPPED, Status.SKIPPED, Status.PENDING, Status.SKIPPED]
+
+
+def test_updates_say_running_before_each_run_and_never_for_a_skip():
+    kind, seen = Recorder(), []
+    run_dag(chain(), kind, max_parallel=1)
+    run_dag(chain(stage3="changed"), kind, max_parallel=1, on_update=lambda r: seen.append((r.name, r.status)))
+    assert seen.index(("stage3", Status.RUNNING)) < seen.index(("stage3", Status.SUCCEEDED))
+    assert ("stage1", Status.RUNNING) not in seen and ("stage1", Status.SKIPPED) in seen

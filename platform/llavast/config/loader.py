@@ -196,7 +196,7 @@ def load_stage_job(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> 
 NOT_FINGERPRINTED = frozenset({"description", "working_dir", "env_vars", "pip", "requirements"})
 # Where a stage's MLflow run is filed and what it observes, not what it trains: two runs of one pipeline (each
 # with its own parent run) must meet at the same stage run name, hence the same lease and checkpoints.
-NOT_FINGERPRINTED_TRACKING = frozenset({"parent_run_id", "system_metrics_interval_s"})
+NOT_FINGERPRINTED_TRACKING = frozenset({"parent_run_id", "system_metrics_interval_s", "progress_every_s"})
 
 
 def canonical_json(config: BaseModel) -> str:

@@ -132,11 +132,14 @@ class TrackingSection(TrackingBase):
 
     `system_metrics_interval_s`: every node that trains samples MLflow's system metrics (CPU, memory, disk,
     network; GPU with nvidia-ml-py) this often into the stage's run as `system/node<k>/...`; 0 turns them off.
-    Like `parent_run_id`, it is not part of the config fingerprint: changing it keeps the stage's run.
+    `progress_every_s`: rank 0 logs a progress line this often (step / total, loss, samples/s, data wait, ETA;
+    the driver's terminal or the Ray job's log shows it); 0 turns it off.
+    Like `parent_run_id`, neither is part of the config fingerprint: changing them keeps the stage's run.
     """
 
     registered_model: str
     system_metrics_interval_s: NonNegativeFloat = 10.0
+    progress_every_s: NonNegativeFloat = 30.0
 
 
 class StorageSection(StorageOptions):

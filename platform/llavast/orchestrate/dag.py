@@ -35,6 +35,7 @@ class Status(enum.StrEnum):
     BLOCKED = "blocked"  # a dependency failed or was blocked
     PENDING = "pending"  # would run (plan only)
     WAITING = "waiting"  # for another runner that holds the node's lease (never a final status)
+    RUNNING = "running"  # started (never a final status)
 
 
 @dataclass
@@ -148,6 +149,7 @@ def run_dag(
                     notify(decided)
                 elif len(running) < max(1, max_parallel):
                     log.info("node %s: running", name)
+                    notify(NodeResult(name, Status.RUNNING, ""))
                     running[pool.submit(execute, node)] = name
                 else:
                     waiting.insert(0, name)

@@ -39,6 +39,7 @@ from llavast.train.checkpoint import Progress, checkpoint_dir_name, load_checkpo
 from llavast.train.engine import build_engine
 from llavast.train.metrics import StepMeter
 from llavast.train.policy import resolve_policy
+from llavast.train.progress import StageProgress
 from llavast.train.stage_model import StageModel, build_stage_model, export_artifact
 from llavast.train.step import micro_step
 
@@ -60,6 +61,7 @@ class LoopArgs:
     blocks: Blocks  # where the manifest's row groups are (the plans number rows block by block)
     rank_plans: tuple[Any, ...]  # one ObjectRef per rank: its RankPlan (data/plan.py), made once by the driver
     lineage: dict[str, str] = field(default_factory=dict)
+    progress: Any = None  # the driver's queue for rank 0's progress lines (train/progress.py `relayed`)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -142,6 +144,9 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
     for callback in user_callbacks:
         callback.on_train_start(ctx, step)
     logger = MetricsLogger(job.tracking.uri, args.mlflow_run_id) if rank == 0 else None
+    line = StageProgress(f"stage {job.train.stage} ({job.name})", args.total_steps,
+                                  job.tracking.progress_every_s, first_step=step,
+                                  say=args.progress.put_nowait) if rank == 0 and args.progress is not None else None
     if logger is not None and checkpoint is not None:
         logger.log({"resumed_from_step": step}, step=step)
 
@@ -166,6 +171,8 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
         metrics.update(dropped_samples=dropped, samples_consumed=consumed)
         if logger is not None and step % job.train.log_every == 0:
             logger.log(metrics, step=step)
+        if line is not None:
+            line.step_end(step, metrics)
         if step % job.train.checkpoint_every == 0 or step == args.total_steps:
             progress = Progress(step=step, samples_consumed=consumed, dropped_samples=dropped,
                                 world_size=world, fingerprint=args.fingerprint)

@@ -42,6 +42,8 @@ from llavast.tracking import (
     replay_unsent,
     tags,
 )
+from llavast.tracking.client import run_url
+from llavast.train import progress
 from llavast.train.loop import LoopArgs
 from llavast.train.preflight import Checked, preflight
 from llavast.train.trainer import build_trainer, latest_checkpoint_step, stage_run_name
@@ -153,6 +155,8 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
                         tracker: Tracker, parent: ResolvedInit | None, fp: str, run_name: str, run_id: str,
                         lineage: dict[str, str], register: bool = True,
                         train_callbacks: Sequence[Any] = ()) -> StageResult:
+    progress.log.info("stage %d (%s): MLflow run %s", job.train.stage, job.name,
+                      run_url(tracker.uri, tracker.experiment_id(job.tracking.experiment), run_id))
     root, options = job.storage.root, job.storage.options
     unsent = storage.join(root, UNSENT_DIR, run_name)
     replay_unsent(tracker, run_id, unsent, options)  # points an earlier attempt kept through an outage
@@ -180,12 +184,14 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
                 tracker.log_metrics(run_id, {"data/left_out_samples": float(rows)}, step=epoch)
             tolerated = summary.get("tolerated", {})  # the index's repairs
             tracker.log_metrics(run_id, {f"data/tolerated_{name}": float(n) for name, n in tolerated.items()}, step=0)
-            args = LoopArgs(job=job, fingerprint=fp, run_name=run_name, mlflow_run_id=run_id, parent_dir_uri=parent_dir,
-                            artifact_uri=artifact_uri, unsent_metrics_uri=unsent, total_steps=total,
-                            blocks=stage_plan.blocks, rank_plans=rank_plans, lineage=lineage)
             log.info("stage %d: %d steps on %d workers, run %s", job.train.stage, total, job.compute.num_workers,
                      run_name)
-            metrics = dict(build_trainer(args, env_vars, secrets, train_callbacks).fit().metrics or {})
+            with progress.relayed() as lines:
+                args = LoopArgs(job=job, fingerprint=fp, run_name=run_name, mlflow_run_id=run_id,
+                                parent_dir_uri=parent_dir, artifact_uri=artifact_uri, unsent_metrics_uri=unsent,
+                                total_steps=total, blocks=stage_plan.blocks, rank_plans=rank_plans, lineage=lineage,
+                                progress=lines)
+                metrics = dict(build_trainer(args, env_vars, secrets, train_callbacks).fit().metrics or {})
         storage.write_text(record_uri, json.dumps({"artifact": artifact_uri, "steps": total, "metrics": metrics}),
                            options)
     try:
