@@ -89,6 +89,7 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # MLflow prints a "View run" link (to its GenAI view) at every run's end; the platform prints its own
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # its tqdm bars of each download
     from llavast.train.progress import PROGRESS_LOGGER
 
     logging.getLogger(PROGRESS_LOGGER).setLevel(logging.INFO)  # stage lines: run links, step / total, ETA

@@ -92,6 +92,7 @@ def test_demo_end_to_end_then_skip_then_rerun_a_changed_stage(demo_copy, tmp_pat
     assert "near zero by design" in first.stdout  # the tiny model's scores are explained
     assert "View run" not in first.stdout  # MLflow's own links (to its GenAI view) are not printed
     assert "Waiting up to" not in first.stdout + first.stderr  # nor its wait for a version that is ready
+    assert "Downloading artifacts" not in first.stdout + first.stderr  # nor its download bars
 
     elsewhere = tmp_path_factory.mktemp("elsewhere")  # the demo does not depend on the folder it is run from
     second = _cli("demo", "--pipeline", str(pipeline), "--mlflow-dir", mlflow_dir, cwd=elsewhere)
