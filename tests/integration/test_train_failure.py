@@ -14,36 +14,39 @@ from llavast.config.secrets import SecretEnv
 from llavast.errors import TrainError
 from llavast.tracking import Tracker
 from llavast.train.run import run_stage
+from tests.fixtures import callbacks
 from tests.fixtures.train import TrainWorld, unique
 
 pytestmark = pytest.mark.integration
+MESSAGE = "the audit found a sample without its media"
 SECRET = "probe-7f3a9c1e-value"  # not secret-shaped: the point is where the value goes, not the shape check
 
 
 def test_worker_failure_reports_root_cause_location_and_log(train_world: TrainWorld,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    # k1=5 does not divide the 27x27 feature grid: the model config refuses it when a worker builds the model.
+    # The workers fail in the job's own code (its callback raises at step 1): what no driver check sees.
     # The job also carries a secret by reference: it must not show up in MLflow.
     monkeypatch.setenv("LLAVAST_PROBE_SECRET", SECRET)
-    job = train_world.job(1, unique("broken"), unique("llavast"), model={"overrides": {"k1": 5}},
+    train = {"callbacks": [callbacks.spec("FailAt", at_step=1, message=MESSAGE)]}
+    job = train_world.job(1, unique("broken"), unique("llavast"), train=train,
                           compute={"max_failures": 0}, env_vars={"PROBE_TOKEN": "${env:LLAVAST_PROBE_SECRET}"})
     with pytest.raises(TrainError) as caught:
         run_stage(job)
     failure = caught.value.failure
     assert failure is not None
-    assert failure.exc_type == "LlavaSTConfigError"
-    assert failure.message == "k1 must divide the feature grid W1: W1=27 is not divisible by k1=5"
+    assert failure.exc_type == "ValueError"
+    assert failure.message == MESSAGE
     assert failure.rank in (0, 1)
     # one line for the CLI's "error:" line and a table cell; the whole story in the report
     assert "\n" not in str(caught.value) and failure.summary in str(caught.value)
     path, line = failure.location.rsplit(":", 1)
-    assert path.endswith("model_zoo/llava_st/config.py")
-    assert "raise LlavaSTConfigError(" in Path(path).read_text().splitlines()[int(line) - 1]
+    assert path.endswith("tests/fixtures/callbacks.py")
+    assert "raise ValueError(" in Path(path).read_text().splitlines()[int(line) - 1]
     # The log is this machine's worker stderr file (local Ray), and it holds the full traceback.
     log_file = Path(failure.log.split(" ", 1)[0])
     assert log_file.suffix == ".err" and "ray logs worker --pid" in failure.log
     text = log_file.read_text()
-    assert "Traceback" in text and "is not divisible by k1=5" in text
+    assert "Traceback" in text and MESSAGE in text
     client = Tracker(job.tracking.uri).client
     runs = client.search_runs([client.get_experiment_by_name(job.tracking.experiment).experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]

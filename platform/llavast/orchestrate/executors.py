@@ -226,7 +226,7 @@ class StageExecutor(_JobNode):
         result = run_stage(job, version_tags={NODE_FINGERPRINT: fingerprint},  # tagged as it is created
                            lease_wait=self.wait.for_node(node.name))
         details = {"steps": result.total_steps, "version": result.model_version, "run_id": result.mlflow_run_id,
-                   "loss": result.metrics.get("loss")}
+                   "loss": result.metrics.get("loss"), "trained": result.trained}
         return NodeResult(node.name, Status.SUCCEEDED, fingerprint,
                           output=f"models:/{result.model_name}/{result.model_version}", details=details)
 

@@ -75,7 +75,7 @@ def run_pipeline(
         # every attempt keeps its own record (a re-run that skips a node does not hide the attempt that ran
         # it); the tags say how the latest attempt left each node
         record = attempt_record(results, started)
-        tracker.call("log_text", tracker.client.log_text, parent_run_id, json.dumps(record, indent=1),
+        tracker.call("log_text", tracker.client.log_text, parent_run_id, json.dumps(record, indent=1, default=str),
                      f"{ATTEMPTS_DIR}/{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.json")
         tracker.set_tags(parent_run_id, {f"{tags.NODE_STATE_PREFIX}{name}": r.status.value
                                          for name, r in results.items()})
@@ -91,4 +91,4 @@ def attempt_record(results: Mapping[str, NodeResult], started: datetime) -> dict
     return {"host": socket.gethostname(), "pid": os.getpid(), "started": started.isoformat(),
             "ended": datetime.now(UTC).isoformat(),
             "nodes": {name: {"status": r.status.value, "output": r.output, "error": r.error,
-                             "seconds": round(r.seconds, 1)} for name, r in results.items()}}
+                             "seconds": round(r.seconds, 1), **r.details} for name, r in results.items()}}

@@ -66,6 +66,7 @@ class StageResult:
     model_version: str
     total_steps: int
     metrics: dict[str, Any]
+    trained: bool = True  # False: an earlier call (or another runner) trained it; this one registered it
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,8 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
     tracker.log_params(run_id, {"resolved.total_steps": str(total), "resolved.fingerprint": fp})
     artifact_uri = storage.join(root, ARTIFACTS_DIR, run_name)
     record_uri = storage.join(root, TRAINED_DIR, f"{run_name}.json")
-    if storage.exists(record_uri, options):
+    trained = not storage.exists(record_uri, options)
+    if not trained:
         metrics = json.loads(storage.read_text(record_uri, options))["metrics"]
         log.info("stage %d already trained (%s): registering its artifact", job.train.stage, record_uri)
     else:
@@ -208,7 +210,7 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
                                   f"{redact(str(err))}; re-run to register (training is not repeated)") from err
     return StageResult(run_name=run_name, mlflow_run_id=run_id, artifact_uri=artifact_uri,
                        model_name=job.tracking.registered_model, model_version=version, total_steps=total,
-                       metrics=metrics)
+                       metrics=metrics, trained=trained)
 
 
 PROFILE_KEYS = ("total", "quarantined", "by_media", "by_task", "by_source", "tolerated")
