@@ -95,6 +95,14 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of
     logging.getLogger(PROGRESS_LOGGER).setLevel(logging.INFO)  # stage lines: run links, step / total, ETA
 
 
+def _run_link(tracking: Any, run_id: str) -> str:
+    """A job's MLflow run as a link to it in the UI's training view."""
+    from llavast.tracking import Tracker
+    from llavast.tracking.client import experiment_url
+
+    return experiment_url(tracking.uri, Tracker(tracking.uri).experiment_id(tracking.experiment), run_id)
+
+
 def _print_failure(failure: Any, indent: str = "  ") -> None:
     """A failure's full report under its one-line summary: root exception, file:line, where the log is."""
     for line in failure.lines():
@@ -450,11 +458,7 @@ def run(job_file: Annotated[Path, typer.Argument(help="Job YAML (any kind: stage
     table.add_row("output", f"{result.output}{alias}")
     tracking = getattr(job, "tracking", None)
     if result.details.get("run_id") and tracking is not None:
-        from llavast.tracking import Tracker
-        from llavast.tracking.client import run_url
-
-        experiment = Tracker(tracking.uri).experiment_id(tracking.experiment)
-        table.add_row("MLflow", run_url(tracking.uri, experiment, result.details["run_id"]))
+        table.add_row("MLflow", _run_link(tracking, result.details["run_id"]))
     console.print(f"[green]done[/green] {job.kind} {job.name}", highlight=False)
     console.print(table)
 
@@ -683,12 +687,8 @@ def eval_run(job_file: Annotated[Path, typer.Argument(help="Eval job YAML (kind:
     console.print(f"results: {job.out} (summary.json, run.json, <benchmark>/<task>/results.parquet)", soft_wrap=True)
     if result.mlflow_run_id:
         version = f"; tagged version {result.run.source.version}" if result.run.source.version else ""
-        from llavast.tracking import Tracker
-        from llavast.tracking.client import run_url
-
-        link = run_url(job.tracking.uri, Tracker(job.tracking.uri).experiment_id(job.tracking.experiment),
-                       result.mlflow_run_id)
-        console.print(f"MLflow run {link} in {job.tracking.experiment}{version}", soft_wrap=True)
+        console.print(f"MLflow run {_run_link(job.tracking, result.mlflow_run_id)} in {job.tracking.experiment}"
+                      f"{version}", soft_wrap=True)
 
 
 @eval_app.command("score")

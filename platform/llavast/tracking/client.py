@@ -265,11 +265,8 @@ class MetricsLogger:
                 self._in_flight = []
 
 
-def experiment_url(tracking_uri: str, experiment_id: str) -> str:
-    """The MLflow UI's link to an experiment's runs (its training view, not the GenAI one)."""
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
-
-
-def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """The MLflow UI's link to one run, in the training view."""
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+def experiment_url(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's link to an experiment's runs, or to one of them, in its training view (not the GenAI
+    one)."""
+    run = f"/runs/{run_id}" if run_id else ""
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}{run}?workflowType=machine_learning"

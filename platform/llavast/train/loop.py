@@ -144,9 +144,10 @@ def run_worker(args: LoopArgs, secrets: SecretEnv) -> None:
     for callback in user_callbacks:
         callback.on_train_start(ctx, step)
     logger = MetricsLogger(job.tracking.uri, args.mlflow_run_id) if rank == 0 else None
-    line = StageProgress(f"stage {job.train.stage} ({job.name})", args.total_steps,
-                                  job.tracking.progress_every_s, first_step=step,
-                                  say=args.progress.put_nowait) if rank == 0 and args.progress is not None else None
+    line = None
+    if rank == 0 and args.progress is not None:  # rank 0's lines go to the driver's queue
+        line = StageProgress(f"stage {job.train.stage} ({job.name})", args.total_steps,
+                             job.tracking.progress_every_s, first_step=step, say=args.progress.put_nowait)
     if logger is not None and checkpoint is not None:
         logger.log({"resumed_from_step": step}, step=step)
 

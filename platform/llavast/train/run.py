@@ -42,7 +42,7 @@ from llavast.tracking import (
     replay_unsent,
     tags,
 )
-from llavast.tracking.client import run_url
+from llavast.tracking.client import experiment_url
 from llavast.train import progress
 from llavast.train.loop import LoopArgs
 from llavast.train.preflight import Checked, preflight
@@ -157,7 +157,7 @@ def _train_and_register(job: StageJobConfig, env_vars: dict[str, str], secrets: 
                         lineage: dict[str, str], register: bool = True,
                         train_callbacks: Sequence[Any] = ()) -> StageResult:
     progress.log.info("stage %d (%s): MLflow run %s", job.train.stage, job.name,
-                      run_url(tracker.uri, tracker.experiment_id(job.tracking.experiment), run_id))
+                      experiment_url(tracker.uri, tracker.experiment_id(job.tracking.experiment), run_id))
     root, options = job.storage.root, job.storage.options
     unsent = storage.join(root, UNSENT_DIR, run_name)
     replay_unsent(tracker, run_id, unsent, options)  # points an earlier attempt kept through an outage
